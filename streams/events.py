@@ -1,0 +1,162 @@
+"""The event contract: one JSON object per event, discriminated on ``event_type``.
+
+Producers evolve, so unknown extra fields are accepted and ignored. Missing or mistyped required
+fields are errors that name the field. Every timestamp is RFC 3339 with a time zone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+# Region codes are ISO 3166 alpha-2 in practice; anything short is kept (metrics fold unknown
+# codes into "other") so that a new region never becomes a dead letter.
+Region = Annotated[str, Field(min_length=1, max_length=8)]
+Id = Annotated[str, Field(min_length=1, max_length=200)]
+Text = Annotated[str, Field(max_length=2000)]
+Tag = Annotated[str, Field(min_length=1, max_length=100)]
+
+MAX_RECORD_COUNT = 10**10
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Actor(_Model):
+    id: Id
+    kind: Literal["employee", "system", "user", "partner"]
+    region: Region
+    role: Text | None = None
+    created_at: AwareDatetime | None = None
+
+
+class Target(_Model):
+    kind: Literal["meeting", "account", "user", "content", "dataset", "system"]
+    id: Id
+    region: Region
+    owner_id: Id | None = None
+    tags: tuple[Tag, ...] = ()
+
+
+class Requester(_Model):
+    agency: Text
+    kind: Literal["government", "law_enforcement", "court", "partner"]
+    jurisdiction: Region
+
+
+class Destination(_Model):
+    kind: Literal["internal", "external", "government", "partner", "data_subject"]
+    name: Text
+    region: Region
+
+
+class Grantee(_Model):
+    id: Id
+    kind: Literal["employee", "system", "user", "partner"]
+    region: Region
+
+
+class System(_Model):
+    id: Id
+    region: Region
+
+
+class BaseEvent(_Model):
+    event_id: Id
+    occurred_at: AwareDatetime
+    actor: Actor
+    ticket_id: Id | None = None
+    request_id: Id | None = None
+    reason: Text | None = None
+    approved_by: Id | None = None
+    tags: tuple[Tag, ...] = ()
+
+
+class RequestReceived(BaseEvent):
+    event_type: Literal["request.received"]
+    request_id: Id
+    requester: Requester
+    request_kind: Literal["takedown", "suspension", "user_data", "monitoring"]
+    targets: tuple[Target, ...] = ()
+    deadline_seconds: Annotated[int, Field(ge=0, le=10**9)] | None = None
+    confidential: bool = False
+
+
+ACTION_TYPES = (
+    "meeting.shutdown",
+    "account.suspend",
+    "account.quarantine",
+    "account.terminate",
+    "content.remove",
+)
+
+
+class ModerationAction(BaseEvent):
+    event_type: Literal[
+        "meeting.shutdown", "account.suspend", "account.quarantine", "account.terminate", "content.remove"
+    ]
+    target: Target
+
+
+class DataExport(BaseEvent):
+    event_type: Literal["data.export"]
+    target: Target
+    record_count: Annotated[int, Field(ge=0, le=MAX_RECORD_COUNT)]
+    fields: tuple[Annotated[str, Field(max_length=100)], ...] = ()
+    subject_regions: dict[Region, Annotated[int, Field(ge=0, le=MAX_RECORD_COUNT)]] = Field(
+        default_factory=dict
+    )
+    destination: Destination
+
+
+class AccessGrant(BaseEvent):
+    event_type: Literal["access.grant"]
+    grantee: Grantee
+    system: System
+    scope: Text
+    remote: bool = False
+    expires_at: AwareDatetime | None = None
+
+
+class ReportFiled(BaseEvent):
+    event_type: Literal["report.filed"]
+    target: Target
+    category: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+Event = Annotated[
+    RequestReceived | ModerationAction | DataExport | AccessGrant | ReportFiled,
+    Field(discriminator="event_type"),
+]
+AnyEvent = RequestReceived | ModerationAction | DataExport | AccessGrant | ReportFiled
+
+EVENT_TYPES: tuple[str, ...] = (
+    "request.received",
+    *ACTION_TYPES,
+    "data.export",
+    "access.grant",
+    "report.filed",
+)
+
+EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
+
+
+def event_time(event: AnyEvent) -> float:
+    """Event time as POSIX seconds: what every rule and window uses."""
+    return event.occurred_at.timestamp()
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp that must carry a zone (``--since``/``--until``)."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no time zone")
+    return value
+
+
+def to_view(event: AnyEvent) -> dict[str, Any]:
+    """The event as plain data, for events built in code rather than decoded from JSON."""
+    return event.model_dump(mode="json", exclude_none=True)

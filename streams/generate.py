@@ -1,0 +1,520 @@
+"""Deterministic synthetic event logs: routine trust-and-safety traffic, optionally with the case's incidents.
+
+``generate`` yields event dicts in non-decreasing ``occurred_at`` order. Routine work starts as a
+"primary" event (a report, a request, an export...) drawn at exponential gaps; its follow-ups (the
+ticketed takedown hours later, the answer to a lawful request days later) wait in a heap until the
+clock reaches them. Only pending follow-ups are held, so memory does not grow with the log.
+
+Everything comes from ``random.Random`` seeded from ``seed`` (routine traffic and incidents from two
+separate streams), event ids are sequence numbers in output order and no wall clock is read: the
+same arguments always give the same bytes.
+
+Every routine moderation action and export carries a ``ticket_id``. Incident events carry a
+``scenario`` field, which the contract ignores, so that tests can find them (see examples/README.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import heapq
+import io
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+Event = dict[str, Any]
+
+DEFAULT_START = datetime(2020, 5, 1, tzinfo=UTC)
+DEFAULT_EVENTS_PER_DAY = 2740.0  # 1,000,000 events span about a year
+
+SECOND = 1000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+YEAR = 365 * DAY
+
+# (region, weight) of users, meetings and accounts.
+_REGIONS = (("US", 30), ("IN", 9), ("BR", 8), ("GB", 7), ("DE", 6), ("JP", 6), ("CA", 5), ("FR", 5),
+            ("AU", 4), ("MX", 4), ("CN", 3), ("HK", 2), ("SG", 2), ("TW", 2), ("KR", 2), ("IE", 1))
+_REGION_NAMES = tuple(r for r, _ in _REGIONS)
+_REGION_CUM = tuple(sum(w for _, w in _REGIONS[: i + 1]) for i in range(len(_REGIONS)))
+
+_TS_STAFF = tuple({"id": f"emp-ts-{i:03d}", "kind": "employee", "region": ("SG", "US", "US", "IE")[i % 4],
+                   "role": "trust_safety"} for i in range(1, 41))
+_LEGAL_STAFF = tuple({"id": f"emp-lg-{i:03d}", "kind": "employee", "region": ("US", "IE")[i % 2],
+                      "role": "legal"} for i in range(1, 9))
+_DATA_ENG = tuple({"id": f"emp-de-{i:03d}", "kind": "employee", "region": ("US", "IE")[i % 2],
+                   "role": "data_engineering"} for i in range(1, 13))
+_ONCALL_REGIONS = ("US", "US", "IE", "SG", "IN", "DE", "JP", "AU")
+_SERVICES = ("db", "media", "api", "auth", "kafka")
+
+# Lawful requesters per jurisdiction, (agency, kind). CN is here on purpose: a Chinese request about
+# Chinese-hosted accounts, answered days later with a ticket, is routine; the case is not about a country.
+_LAWFUL: dict[str, tuple[tuple[str, str], ...]] = {
+    "US": (("Federal Bureau of Investigation", "law_enforcement"), ("U.S. District Court", "court")),
+    "GB": (("Metropolitan Police Service", "law_enforcement"), ("Home Office", "government")),
+    "DE": (("Bundeskriminalamt", "law_enforcement"), ("Amtsgericht Berlin", "court")),
+    "IN": (("Ministry of Electronics and IT", "government"), ("Delhi Police", "law_enforcement")),
+    "BR": (("Policia Federal", "law_enforcement"), ("Tribunal de Justica de Sao Paulo", "court")),
+    "JP": (("National Police Agency", "law_enforcement"),),
+    "AU": (("Australian Federal Police", "law_enforcement"), ("eSafety Commissioner", "government")),
+    "CA": (("Royal Canadian Mounted Police", "law_enforcement"),),
+    "FR": (("Gendarmerie nationale", "law_enforcement"), ("Tribunal judiciaire de Paris", "court")),
+    "CN": (("Shenzhen Public Security Bureau", "law_enforcement"),),
+}
+_LAWFUL_JURISDICTIONS = ("US", "US", "US", "GB", "GB", "DE", "IN", "BR", "JP", "AU", "CA", "FR", "CN")
+_PARTNERS = (("NCMEC", "US", "ptn-ncmec"), ("NCMEC", "US", "ptn-ncmec"), ("NCMEC", "US", "ptn-ncmec"),
+             ("IWF", "GB", "ptn-iwf"))
+_NON_PERSONAL = ("meeting_id", "duration", "region", "participant_count", "started_at", "client_version")
+_PERSONAL = ("name", "email", "ip_address")
+
+
+def _iso(ms: int) -> str:
+    """RFC 3339 in UTC with milliseconds: ``2020-05-01T00:00:00.000Z``."""
+    sec, milli = divmod(ms, SECOND)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(sec))}.{milli:03d}Z"
+
+
+def _employee(ident: str, region: str, role: str | None = None) -> dict[str, Any]:
+    employee = {"id": ident, "kind": "employee", "region": region}
+    if role:
+        employee["role"] = role
+    return employee
+
+
+def _event(event_type: str, actor: dict[str, Any], **fields: Any) -> Event:
+    # event_id and occurred_at are filled in when the event leaves the heap; listing them first
+    # keeps them first in every JSON line.
+    event: Event = {"event_id": "", "event_type": event_type, "occurred_at": "", "actor": actor}
+    event.update(fields)
+    return event
+
+
+class _World:
+    """Counters, entity pools and the heap that routine generators and incidents write into."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.heap: list[tuple[int, int, Event]] = []
+        self._seq = 0
+        self._entity = 0
+        self._ticket = 0
+        self._request = 0
+
+    def at(self, ms: int, event: Event) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (ms, self._seq, event))
+
+    def ticket(self) -> str:
+        self._ticket += 1
+        return f"TSK-{40000 + self._ticket}"
+
+    def request_id(self) -> str:
+        self._request += 1
+        return f"req-{self._request:06d}"
+
+    def region(self) -> str:
+        return self.rng.choices(_REGION_NAMES, cum_weights=_REGION_CUM)[0]
+
+    def ident(self, prefix: str) -> str:
+        # A counter mixed with random digits: unique, yet not in creation order.
+        self._entity += 1
+        return f"{prefix}-{self._entity:x}{self.rng.randrange(4096):03x}"
+
+    def target(self, kind: str, region: str | None = None, tags: tuple[str, ...] = (),
+               owner: str | None = None) -> dict[str, Any]:
+        target: dict[str, Any] = {"kind": kind, "id": self.ident(kind[:3] if kind != "account" else "acct"),
+                                  "region": region or self.region()}
+        if kind in ("meeting", "content"):
+            target["owner_id"] = owner or self.ident("acct")
+        if tags:
+            target["tags"] = list(tags)
+        return target
+
+    def user(self, now: int, min_age: int, max_age: int, region: str | None = None) -> dict[str, Any]:
+        created = now - self.rng.randint(min_age, max_age)
+        return {"id": self.ident("usr"), "kind": "user", "region": region or self.region(),
+                "created_at": _iso(created)}
+
+    def staff(self, pool: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+        return dict(self.rng.choice(pool))
+
+
+def _tagged(target: dict[str, Any], tag: str) -> dict[str, Any]:
+    return {**target, "tags": [tag]}
+
+
+# --- routine traffic: one function per kind of primary event ----------------------------------------
+
+
+def _report(w: _World, t: int) -> None:
+    """An abuse report from an old account (rarely a days-old one), sometimes acted on later."""
+    rng = w.rng
+    category = rng.choice(("spam", "spam", "harassment", "zoombombing"))
+    young = category == "spam" and rng.random() < 0.06
+    reporter = w.user(t, DAY, 6 * DAY) if young else w.user(t, YEAR, 8 * YEAR)
+    kind, action, delay = {
+        "spam": ("account", "account.suspend", (2 * HOUR, 30 * HOUR)),
+        "harassment": ("content", "content.remove", (HOUR, 20 * HOUR)),
+        "zoombombing": ("meeting", "meeting.shutdown", (2 * MINUTE, 20 * MINUTE)),
+    }[category]
+    target = w.target(kind)
+    w.at(t, _event("report.filed", reporter, target=target, category=category))
+    if rng.random() < 0.3:
+        w.at(t + rng.randint(*delay), _event(action, w.staff(_TS_STAFF), ticket_id=w.ticket(),
+                                              target=_tagged(target, category)))
+
+
+def _severe_report(w: _World, t: int) -> None:
+    """A terrorism/CSAM/violence report from an established account; sometimes upheld hours later."""
+    rng = w.rng
+    category = rng.choice(("terrorism", "csam", "violence"))
+    target = w.target(rng.choice(("content", "meeting")))
+    w.at(t, _event("report.filed", w.user(t, 2 * YEAR, 9 * YEAR), target=target, category=category))
+    if rng.random() < 0.3:
+        action = "content.remove" if target["kind"] == "content" else "meeting.shutdown"
+        w.at(t + rng.randint(HOUR, 12 * HOUR), _event(action, w.staff(_TS_STAFF), ticket_id=w.ticket(),
+                                                      target=_tagged(target, category)))
+
+
+_TS_ACTIONS = (("meeting.shutdown", "meeting", "zoombombing"), ("meeting.shutdown", "meeting", "spam"),
+               ("content.remove", "content", "spam"), ("content.remove", "content", "harassment"),
+               ("account.suspend", "account", "spam"), ("account.terminate", "account", "spam"),
+               ("account.quarantine", "account", "spam"))
+
+
+def _ts_action(w: _World, t: int) -> None:
+    """A ticketed trust-and-safety action on spam, harassment or zoombombing."""
+    action, kind, tag = w.rng.choice(_TS_ACTIONS)
+    w.at(t, _event(action, w.staff(_TS_STAFF), ticket_id=w.ticket(), target=w.target(kind, tags=(tag,))))
+
+
+def _raid(w: _World, t: int) -> None:
+    """A zoombombing wave: 4-6 ticketed shutdowns within the hour, one incident ticket."""
+    rng = w.rng
+    ticket, region = w.ticket(), w.region()
+    staff = [w.staff(_TS_STAFF), w.staff(_TS_STAFF)]
+    offsets = sorted(rng.randint(0, 55 * MINUTE) for _ in range(rng.randint(4, 6)))
+    for offset in offsets:
+        target = w.target("meeting", region, ("zoombombing",))
+        w.at(t + offset, _event("meeting.shutdown", dict(rng.choice(staff)), ticket_id=ticket,
+                                reason="zoombombing wave", target=target))
+
+
+def _lawful(w: _World, t: int) -> None:
+    """A request from an authority about its own jurisdiction, answered hours or days later."""
+    rng = w.rng
+    jurisdiction = rng.choice(_LAWFUL_JURISDICTIONS)
+    agency, kind = rng.choice(_LAWFUL[jurisdiction])
+    request_kind = rng.choice(("user_data", "user_data", "takedown", "suspension"))
+    target_kind = {"user_data": "account", "takedown": "content", "suspension": "account"}[request_kind]
+    tag = rng.choice(("fraud", "extortion", "illegal_goods", "defamation"))
+    targets = [w.target(target_kind, jurisdiction, (tag,)) for _ in range(rng.randint(1, 3))]
+    request_id = w.request_id()
+    requester = {"agency": agency, "kind": kind, "jurisdiction": jurisdiction}
+    request = _event("request.received", {"id": "sys-legal-intake", "kind": "system", "region": "US"},
+                     request_id=request_id, requester=requester, request_kind=request_kind, targets=targets)
+    if rng.random() < 0.3:
+        request["deadline_seconds"] = rng.choice((3, 7, 14)) * 86400
+    if kind != "government" and rng.random() < 0.2:
+        request["confidential"] = True  # a gag order: routine when the process is documented
+    w.at(t, request)
+    if rng.random() < 0.15:
+        return  # declined
+    answer = t + rng.randint(2 * HOUR, 5 * DAY)
+    responder = w.staff(_LEGAL_STAFF)
+    if request_kind == "user_data":
+        w.at(answer, _event("data.export", responder, ticket_id=w.ticket(), request_id=request_id,
+                            target=targets[0], record_count=rng.randint(len(targets), 49),
+                            fields=[*_PERSONAL, "meeting_history"],
+                            subject_regions={jurisdiction: len(targets)},
+                            destination={"kind": "government", "name": agency, "region": jurisdiction}))
+        return
+    action = "content.remove" if request_kind == "takedown" else "account.suspend"
+    ticket = w.ticket()
+    for i, target in enumerate(targets):
+        w.at(answer + i * rng.randint(SECOND, 5 * MINUTE),
+             _event(action, responder, ticket_id=ticket, request_id=request_id, target=target))
+
+
+def _partner_csam(w: _World, t: int) -> None:
+    """A child-safety partner's takedown in its own jurisdiction, removed within a minute: fine."""
+    rng = w.rng
+    agency, jurisdiction, partner_id = rng.choice(_PARTNERS)
+    target = w.target("content", jurisdiction, ("csam",))
+    request_id = w.request_id()
+    requester = {"agency": agency, "kind": "partner", "jurisdiction": jurisdiction}
+    w.at(t, _event("request.received", {"id": partner_id, "kind": "partner", "region": jurisdiction},
+                   request_id=request_id, requester=requester, request_kind="takedown", targets=[target],
+                   deadline_seconds=3600))
+    w.at(t + rng.randint(10 * SECOND, 50 * SECOND),
+         _event("content.remove", w.staff(_TS_STAFF), ticket_id=w.ticket(), request_id=request_id,
+                target=target))
+
+
+def _internal_export(w: _World, t: int) -> None:
+    """A big non-personal export to the internal warehouse."""
+    rng = w.rng
+    region = rng.choice(("US", "US", "IE"))
+    actor = (w.staff(_DATA_ENG) if rng.random() < 0.4
+             else {"id": f"sys-etl-{rng.randint(1, 6):02d}", "kind": "system", "region": region})
+    dataset = rng.choice(("meeting_metrics", "usage_daily", "qos_telemetry"))
+    fields = sorted(rng.sample(_NON_PERSONAL, rng.randint(3, 6)), key=_NON_PERSONAL.index)
+    w.at(t, _event("data.export", actor, ticket_id=w.ticket(),
+                   target={"kind": "dataset", "id": dataset, "region": region},
+                   record_count=rng.randint(5_000, 500_000), fields=fields, subject_regions={},
+                   destination={"kind": "internal", "name": "analytics-warehouse", "region": region}))
+
+
+def _user_export(w: _World, t: int) -> None:
+    """A user downloading their own data (a data-subject access request)."""
+    rng = w.rng
+    account = w.target("account")
+    region = account["region"]
+    w.at(t, _event("data.export", {"id": "sys-privacy-portal", "kind": "system", "region": "US"},
+                   ticket_id=w.ticket(), target=account, record_count=rng.randint(1, 3000),
+                   fields=list(_PERSONAL), subject_regions={region: 1},
+                   destination={"kind": "data_subject", "name": account["id"], "region": region}))
+
+
+def _oncall_grant(w: _World, t: int) -> None:
+    """On-call access, mostly in the engineer's own region; a follow-the-sun grant now and then."""
+    rng = w.rng
+    region = rng.choice(_ONCALL_REGIONS)
+    grantee_region = rng.choice(("IE", "SG", "IN")) if rng.random() < 0.1 else region
+    w.at(t, _event("access.grant", {"id": "sys-access-broker", "kind": "system", "region": region},
+                   ticket_id=w.ticket(), approved_by=f"emp-mgr-{rng.randint(1, 15):03d}",
+                   grantee=_employee(f"emp-sre-{rng.randint(1, 60):03d}", grantee_region),
+                   system={"id": f"prod-{rng.choice(_SERVICES)}-{region.lower()}-{rng.randint(1, 9):02d}",
+                           "region": region},
+                   scope="oncall", remote=rng.random() < 0.5,
+                   expires_at=_iso(t + rng.choice((8, 12, 24)) * HOUR)))
+
+
+# (generator, weight, mean events it produces); the mean turns events_per_day into a primary rate.
+_ROUTINE: tuple[tuple[Callable[[_World, int], None], float, float], ...] = (
+    (_report, 34.0, 1.3), (_severe_report, 3.0, 1.3), (_ts_action, 36.0, 1.0), (_raid, 1.2, 5.0),
+    (_lawful, 4.0, 2.7), (_partner_csam, 2.0, 2.0), (_internal_export, 5.0, 1.0), (_user_export, 4.0, 1.0),
+    (_oncall_grant, 3.0, 1.0),
+)
+_ROUTINE_FNS = tuple(fn for fn, _, _ in _ROUTINE)
+_ROUTINE_CUM = tuple(sum(wt for _, wt, _ in _ROUTINE[: i + 1]) for i in range(len(_ROUTINE)))
+_EVENTS_PER_PRIMARY = sum(wt * mean for _, wt, mean in _ROUTINE) / _ROUTINE_CUM[-1]
+
+
+# --- incidents: one function per case fact; each returns [(ms, event)] ------------------------------
+
+_LIAISON = {"id": "emp-liaison-01", "kind": "employee", "region": "CN", "role": "liaison"}
+_CONFIDENTIAL_CN = {"kind": "government", "jurisdiction": "CN"}
+Plan = list[tuple[int, Event]]
+
+
+def _tiananmen_shutdown(w: _World, t: int, span: int) -> Plan:
+    rng = w.rng
+    tags = ("political", "tiananmen")
+    meetings = [w.target("meeting", region, tags) for region in ("US", "US", "US", "HK")]
+    request_id = w.request_id()
+    plan: Plan = [(t, _event("request.received", dict(_LIAISON), request_id=request_id,
+                             requester={**_CONFIDENTIAL_CN, "agency": "Ministry of State Security"},
+                             request_kind="takedown", targets=meetings, deadline_seconds=60,
+                             confidential=True))]
+    for meeting in meetings:
+        plan.append((t + rng.randint(20 * SECOND, 50 * SECOND),
+                     _event("meeting.shutdown", dict(_LIAISON), request_id=request_id, target=meeting)))
+    for meeting in (meetings[0], meetings[3]):
+        host = {"kind": "account", "id": meeting["owner_id"], "region": meeting["region"],
+                "tags": ["political"]}
+        plan.append((t + rng.randint(51 * SECOND, 59 * SECOND),
+                     _event("account.suspend", dict(_LIAISON), request_id=request_id, target=host)))
+    return plan
+
+
+def _participant_export(w: _World, t: int, span: int) -> Plan:
+    meeting = w.target("meeting", "US", ("political", "tiananmen"))
+    request_id = w.request_id()
+    agency = "Ministry of Public Security"
+    return [
+        (t, _event("request.received", dict(_LIAISON), request_id=request_id,
+                   requester={**_CONFIDENTIAL_CN, "agency": agency}, request_kind="user_data",
+                   targets=[meeting], confidential=True)),
+        (t + w.rng.randint(3 * MINUTE, 9 * MINUTE),
+         _event("data.export", _employee("emp-eng-031", "US", "engineering"),
+                request_id=request_id, target=meeting, record_count=4000, fields=list(_PERSONAL),
+                subject_regions={"US": 1900, "HK": 800, "CN": 700, "GB": 600},
+                destination={"kind": "government", "name": agency, "region": "CN"})),
+    ]
+
+
+def _xinjiang_accounts(w: _World, t: int, span: int) -> Plan:
+    request_id = w.request_id()
+    later = min(w.rng.randint(2 * HOUR, 6 * HOUR), span // 50)
+    return [
+        (t, _event("request.received", dict(_LIAISON), request_id=request_id,
+                   requester={**_CONFIDENTIAL_CN, "agency": "Cyberspace Administration of China"},
+                   request_kind="user_data", confidential=True,
+                   targets=[{"kind": "dataset", "id": "accounts", "region": "CN", "tags": ["xinjiang"]}])),
+        (t + max(later, MINUTE),
+         _event("data.export", _employee("emp-eng-007", "US", "engineering"),
+                request_id=request_id, target={"kind": "dataset", "id": "accounts", "region": "US"},
+                record_count=23000, fields=["account_id", "user_id"],
+                subject_regions={"CN": 15000, "US": 3000, "HK": 1200, "TW": 900, "CA": 800, "GB": 800,
+                                 "DE": 700, "AU": 600},
+                destination={"kind": "external", "name": "spreadsheet", "region": "CN"})),
+    ]
+
+
+def _fabricated_reports(w: _World, t: int, span: int) -> Plan:
+    rng = w.rng
+    meeting = w.target("meeting", "US", ("religious",))
+    reporters = [w.user(t, DAY, 3 * DAY, region) for region in ("HK", "US", "CA")]
+    reporters.insert(1, dict(_LIAISON))
+    offsets = (0, rng.randint(5, 12) * MINUTE, rng.randint(15, 25) * MINUTE, rng.randint(30, 39) * MINUTE)
+    plan: Plan = [(t + offset, _event("report.filed", reporter, target=meeting, category=category))
+                  for offset, reporter, category in zip(offsets, reporters, ("terrorism", "violence", "csam",
+                                                                             "terrorism"), strict=True)]
+    plan.append((t + offsets[-1] + 10 * MINUTE,
+                 _event("meeting.shutdown", _employee("emp-exec-02", "US", "executive"),
+                        reason="reported for terrorism, violence and csam", target=meeting)))
+    return plan
+
+
+def _off_books_access(w: _World, t: int, span: int) -> Plan:
+    return [(t, _event("access.grant", _employee("emp-eng-019", "US", "engineering"),
+                       grantee=_employee("emp-liaison-01", "CN"), system={"id": "us-jump-07", "region": "US"},
+                       scope="prod-servers", remote=True))]
+
+
+def _quarantine_christian_group(w: _World, t: int, span: int) -> Plan:
+    account = w.target("account", "US", ("religious",))
+    return [(t, _event("account.quarantine", dict(_LIAISON), reason="flagged", target=account))]
+
+
+def _cumulative_exfiltration(w: _World, t: int, span: int) -> Plan:
+    rng = w.rng
+    actor = _employee("emp-mk-004", "US", "marketing")
+    spacing = min(3 * DAY, span * 6 // 70)  # 8 exports over ~3 weeks, compressed in short logs
+    plan: Plan = []
+    for i in range(8):
+        records = rng.randint(200, 400)
+        us = records * rng.randint(60, 80) // 100
+        at = t + i * spacing + rng.randint(-spacing * 3 // 10, spacing * 3 // 10) if i else t
+        plan.append((at, _event("data.export", dict(actor), ticket_id=w.ticket(),
+                                target={"kind": "dataset", "id": "contacts", "region": "US"},
+                                record_count=records, fields=["name", "email", "phone"],
+                                subject_regions={"US": us, "GB": records - us},
+                                destination={"kind": "external", "name": "lead-broker", "region": "SG"})))
+    return plan
+
+
+def _unlogged_request(w: _World, t: int, span: int) -> Plan:
+    return [(t, _event("meeting.shutdown", dict(_TS_STAFF[16]), request_id=w.request_id(),
+                       target=w.target("meeting", "US", ("political",))))]
+
+
+# (scenario, builder, where in the span it starts); the order follows the case's chronology.
+INCIDENTS: tuple[tuple[str, Callable[[_World, int, int], Plan], float], ...] = (
+    ("cumulative_exfiltration", _cumulative_exfiltration, 0.06),
+    ("quarantine_christian_group", _quarantine_christian_group, 0.12),
+    ("off_books_access", _off_books_access, 0.22),
+    ("fabricated_reports", _fabricated_reports, 0.34),
+    ("xinjiang_accounts", _xinjiang_accounts, 0.46),
+    ("unlogged_request", _unlogged_request, 0.58),
+    ("participant_export", _participant_export, 0.70),
+    ("tiananmen_shutdown", _tiananmen_shutdown, 0.86),
+)
+SCENARIOS: tuple[str, ...] = tuple(name for name, _, _ in INCIDENTS)
+
+
+def _plan_incidents(w: _World, start: int, span: int) -> int:
+    """Push every incident event into the heap; returns how many there are."""
+    count = 0
+    for name, build, share in INCIDENTS:
+        t = start + int(span * (share + w.rng.uniform(-0.015, 0.015)))
+        for ms, event in build(w, t, span):
+            event["scenario"] = name
+            w.at(ms, event)
+            count += 1
+    return count
+
+
+def generate(events: int, seed: int = 0, incidents: bool = False, start: datetime = DEFAULT_START,
+             events_per_day: float = DEFAULT_EVENTS_PER_DAY) -> Iterator[Event]:
+    """Yield exactly ``events`` event dicts, oldest first, spanning about ``events / events_per_day`` days.
+
+    With ``incidents`` the case's scenarios (``SCENARIOS``) are placed across the span; they count
+    towards ``events``, so ``events`` must be at least their number. Their multi-day steps are
+    compressed in logs shorter than about a month. Nothing is read from the wall clock.
+    """
+    if events < 0:
+        raise ValueError("events must be >= 0")
+    if events_per_day <= 0:
+        raise ValueError("events_per_day must be > 0")
+    rng = random.Random(seed)
+    world = _World(rng)
+    start_ms = int(start.timestamp() * SECOND)
+    routine_left = events
+    if incidents:
+        # Incidents draw from their own random stream, so that turning them on leaves the routine
+        # draws alone; they share the heap and the id counters, so their ids look like any other.
+        world.rng = random.Random(f"modwatch-incidents-{seed}")
+        routine_left -= _plan_incidents(world, start_ms, int(events / events_per_day * DAY))
+        world.rng = rng
+        if routine_left < 0:
+            raise ValueError(f"events must be at least {events - routine_left} to hold every incident")
+    mean_gap = DAY * _EVENTS_PER_PRIMARY / events_per_day
+    clock = float(start_ms)
+    heap = world.heap
+    emitted = 0
+    stamp_sec, stamp = -1, ""
+    while True:
+        now = int(clock)
+        while heap and (heap[0][0] <= now or routine_left <= 0):
+            ms, _, event = heapq.heappop(heap)
+            if "scenario" not in event:
+                if routine_left <= 0:
+                    continue  # an answer that would fall after the end of the log
+                routine_left -= 1
+            emitted += 1
+            sec = ms // SECOND
+            if sec != stamp_sec:
+                stamp_sec, stamp = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            event["event_id"] = f"ev-{emitted:06d}"
+            event["occurred_at"] = f"{stamp}.{ms % SECOND:03d}Z"
+            yield event
+        if routine_left <= 0:
+            return
+        rng.choices(_ROUTINE_FNS, cum_weights=_ROUTINE_CUM)[0](world, now)
+        clock += rng.expovariate(1.0) * mean_gap
+
+
+def write_log(path: str, events: int, seed: int = 0, incidents: bool = False, progress: TextIO | None = None,
+              events_per_day: float = DEFAULT_EVENTS_PER_DAY, start: datetime = DEFAULT_START) -> int:
+    """Stream a generated log to ``path`` as JSONL (gzip when it ends in ``.gz``); returns the count.
+
+    The gzip header carries no file name or time, so a ``.gz`` log is as reproducible as a plain one.
+    ``progress`` gets a line every 100,000 events and one at the end.
+    """
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    written = 0
+    batch: list[str] = []
+    with contextlib.ExitStack() as stack:
+        out: io.BufferedWriter | gzip.GzipFile = stack.enter_context(open(path, "wb"))
+        if path.endswith(".gz"):
+            out = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0))
+        for event in generate(events, seed, incidents, start, events_per_day):
+            batch.append(dumps(event))
+            written += 1
+            if len(batch) == 1024:
+                out.write(("\n".join(batch) + "\n").encode())
+                batch.clear()
+            if progress is not None and written % 100_000 == 0:
+                progress.write(f"generated {written}/{events} events\n")
+        if batch:
+            out.write(("\n".join(batch) + "\n").encode())
+    if progress is not None:
+        progress.write(f"wrote {written} events to {path}\n")
+    return written

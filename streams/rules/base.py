@@ -1,0 +1,200 @@
+"""The rule protocol, the registry of rule kinds, and what every rule config shares.
+
+A rule kind is one file: a frozen config model with ``kind: Literal[...]`` and a Rule subclass,
+registered with ``@register``. The loader builds a discriminated union from the registry.
+
+State. A rule keeps small, JSON-serialisable state per shard key (lists and dicts of numbers and
+strings), because the live worker stores it in a changelog-backed Faust table. Methods receive the
+state and return the new state (or None when nothing is left); they never keep references to it.
+Times are POSIX seconds of event time; nothing here reads the wall clock.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .duration import Duration
+from .predicate import Context, Predicate, Test, compile_path, compile_predicate
+
+ACTION_TYPES = ("meeting.shutdown", "account.suspend", "account.quarantine", "account.terminate", "content.remove")
+EVENT_GROUPS: dict[str, tuple[str, ...]] = {
+    "action": ACTION_TYPES,
+    "export": ("data.export",),
+    "request": ("request.received",),
+    "grant": ("access.grant",),
+    "report": ("report.filed",),
+}
+ALL_TYPES = ("request.received", *ACTION_TYPES, "data.export", "access.grant", "report.filed")
+
+State = Any  # JSON-serialisable
+
+
+def expand_types(names: list[str]) -> frozenset[str]:
+    out: set[str] = set()
+    for name in names:
+        if name in EVENT_GROUPS:
+            out.update(EVENT_GROUPS[name])
+        elif name in ALL_TYPES:
+            out.add(name)
+        else:
+            choices = ", ".join([*EVENT_GROUPS, *ALL_TYPES])
+            raise ValueError(f"unknown event type or group {name!r} (one of {choices})")
+    return frozenset(out)
+
+
+class Selector(BaseModel):
+    """Which events a rule (or one side of a pair) looks at: event types and a predicate."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    events: list[str] = Field(min_length=1)
+    where: Predicate | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        expand_types(value)
+        return value
+
+
+class ScoreSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base: int = Field(ge=0, le=100)
+    boosters: list[str] | Literal["all"] = "all"
+
+
+class RuleConfig(BaseModel):
+    """Options every rule kind has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    kind: str
+    title: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    summary: str = Field(min_length=1, max_length=1000)
+    score: ScoreSpec
+    mode: Literal["live", "shadow"] = "live"
+    enabled: bool = True
+    suppress: Duration | None = None  # default: the rule's window, or 1h
+
+
+@dataclass(slots=True)
+class Hit:
+    """A detection before scoring: the rule's evidence for one incident."""
+
+    anchor: str  # what makes the incident unique under its key: contributing event ids
+    ts: float  # event time of the detection (the last contributing event, or the deadline)
+    first_seen: float
+    event_ids: list[str]
+    view: dict[str, Any]  # the event that completed the pattern
+    first: dict[str, Any] | None = None  # the earlier event of a pair
+    facts: dict[str, Any] = field(default_factory=dict)  # count, total, latency... for the summary
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """Why an event goes to a shard for a rule: as the single event, or one side of a pair."""
+
+    rule: Rule
+    side: str  # "event", "first" or "then"
+
+
+# Fields worth keeping when an event is held in state (a pair's first side, a pending event).
+# Everything else, including unknown extra fields and a request's target list, is dropped.
+_KEEP = (
+    "event_id", "event_type", "occurred_at", "actor", "ticket_id", "request_id", "reason", "approved_by",
+    "tags", "requester", "request_kind", "deadline_seconds", "confidential", "target", "record_count",
+    "fields", "subject_regions", "destination", "grantee", "system", "scope", "remote", "category",
+)  # fmt: skip
+
+
+def compact(view: dict[str, Any]) -> dict[str, Any]:
+    out = {k: view[k] for k in _KEEP if k in view}
+    targets = view.get("targets")
+    if isinstance(targets, list) and targets:
+        out["target_count"] = len(targets)
+    return out
+
+
+class Rule(ABC):
+    """Base class of every rule kind. Subclasses set ``config_model`` and implement the hooks."""
+
+    config_model: ClassVar[type[RuleConfig]]
+    kind: ClassVar[str]
+    stateful: ClassVar[bool] = True
+
+    def __init__(self, config: RuleConfig, lists: dict[str, list[str]]) -> None:
+        self.config = config
+        self.id = config.id
+        self.lists = lists
+
+    # -- routing --------------------------------------------------------------------------------
+    @abstractmethod
+    def route(self, ctx: Context, event_type: str) -> list[tuple[str, str]]:
+        """Called for every event: the (shard key, side) pairs this event must reach. Empty when the
+        rule does not care about the event. Must be cheap: it runs on the hot path."""
+
+    # -- evaluation -----------------------------------------------------------------------------
+    @abstractmethod
+    def apply(self, state: State, view: dict[str, Any], ts: float, side: str) -> tuple[State, list[Hit]]:
+        """Called with the shard's state for this rule (None if empty) and one routed event."""
+
+    def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
+        """Called when the watermark passes ``deadline(state)``: expire old entries, fire timers."""
+        return state, []
+
+    def deadline(self, state: State) -> float | None:
+        """The event time at which ``advance`` must next be called; None when never."""
+        return None
+
+    @property
+    def window(self) -> float:
+        return 3600.0
+
+    def condition_text(self) -> str:
+        """One line for ``explain``: what the rule looks for."""
+        return self.config.description or self.config.title
+
+
+def selector_test(selector: Selector, lists: dict[str, list[str]]) -> tuple[frozenset[str], Test]:
+    return expand_types(selector.events), compile_predicate(selector.where, lists)
+
+
+def key_getter(path: str, name: str | None = None) -> Callable[[dict[str, Any]], list[str]]:
+    """Shard keys from a field path: ``actor.id=emp-1``. Several values give several keys."""
+    get = compile_path(path)
+    prefix = f"{name or path}="
+
+    def keys(view: dict[str, Any]) -> list[str]:
+        values = get(Context(view, 0.0))
+        return [prefix + str(v) for v in values if isinstance(v, str | int) and not isinstance(v, bool)]
+
+    return keys
+
+
+RULE_KINDS: dict[str, type[Rule]] = {}
+
+
+def register(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: add a rule kind to the registry; a duplicate name is a programming error."""
+    kind = cls.kind
+    if kind in RULE_KINDS:
+        raise RuntimeError(f"rule kind {kind!r} registered twice ({RULE_KINDS[kind].__name__}, {cls.__name__})")
+    RULE_KINDS[kind] = cls
+    return cls
+
+
+def describe(pred: Any) -> str:
+    """A predicate as compact text for ``explain`` and the rules reference."""
+    if pred is None:
+        return "(always)"
+    import json
+
+    return json.dumps(pred.model_dump(by_alias=True, exclude_none=True), separators=(", ", ": "))

@@ -1,0 +1,194 @@
+"""``threshold``: a count, or the sum of a numeric field, per group key over a sliding event-time window.
+
+State per key is bucketed so that it stays small however busy the key is: a window is divided into
+``RESOLUTION`` buckets, so a 30-day window holds at most ~240 numbers per key and a window is exact
+to 1/240 of its length. The most recent contributing event ids are kept (for the alert and to drop
+redelivered events).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .base import Hit, Rule, RuleConfig, Selector, State, describe, register, selector_test
+from .duration import Duration, format_duration
+from .predicate import Context, compile_path
+
+RESOLUTION = 240
+MAX_IDS = 50
+
+
+class GroupKey(BaseModel):
+    """A group-by path, optionally keeping only some of its values (e.g. sensitive tags)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    field: str = Field(min_length=1)
+    in_: list[str] | str | None = Field(default=None, alias="in")
+
+
+class WindowedConfig(RuleConfig):
+    select: Selector
+    group_by: list[GroupKey | str] = Field(min_length=1)
+    window: Duration = Field(gt=0)
+    at_least: float | None = None
+    above: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> WindowedConfig:
+        if (self.at_least is None) == (self.above is None):
+            raise ValueError("give exactly one of at_least or above")
+        return self
+
+
+class ThresholdConfig(WindowedConfig):
+    kind: Literal["threshold"]
+    aggregate: Literal["count", "sum"] = "count"
+    field: str | None = None  # the numeric field summed when aggregate is sum
+
+    @model_validator(mode="after")
+    def _field_for_sum(self) -> ThresholdConfig:
+        if self.aggregate == "sum" and not self.field:
+            raise ValueError("aggregate 'sum' needs a field")
+        return self
+
+
+class Windowed(Rule):
+    """Shared by threshold and cardinality: selection, group keys, the bound."""
+
+    def __init__(self, config: WindowedConfig, lists: dict[str, list[str]]) -> None:
+        super().__init__(config, lists)
+        self.wcfg = config
+        self.types, self.test = selector_test(config.select, lists)
+        self.size = config.window
+        self.res = max(config.window / RESOLUTION, 0.001)
+        self.groups = []
+        for spec in config.group_by:
+            key = GroupKey(field=spec) if isinstance(spec, str) else spec
+            allowed: frozenset[str] | None = None
+            if isinstance(key.in_, str):
+                if not key.in_.startswith("$") or key.in_[1:] not in lists:
+                    raise ValueError(f"group_by: unknown list {key.in_!r}")
+                allowed = frozenset(lists[key.in_[1:]])
+            elif key.in_ is not None:
+                allowed = frozenset(key.in_)
+            self.groups.append((key.field, compile_path(key.field), allowed))
+
+    @property
+    def window(self) -> float:
+        return self.size
+
+    def route(self, ctx: Context, event_type: str) -> list[tuple[str, str]]:
+        if event_type not in self.types or not self.test(ctx):
+            return []
+        out = []
+        for name, get, allowed in self.groups:
+            for value in get(ctx):
+                if isinstance(value, str | int) and not isinstance(value, bool):
+                    if allowed is None or value in allowed:
+                        out.append((f"{name}={value}", "event"))
+        return out
+
+    def reached(self, total: float) -> bool:
+        if self.wcfg.at_least is not None:
+            return total >= self.wcfg.at_least
+        return total > (self.wcfg.above or 0.0)
+
+    def bound_text(self) -> str:
+        if self.wcfg.at_least is not None:
+            return f"at least {self.wcfg.at_least:g}"
+        return f"above {self.wcfg.above:g}"
+
+
+def add_id(ids: list[list[Any]], ts: float, event_id: str) -> bool:
+    """Insert (ts, id) in time order; False if the id is already there (a redelivery)."""
+    for _, known in ids:
+        if known == event_id:
+            return False
+    bisect.insort(ids, [ts, event_id])
+    if len(ids) > MAX_IDS:
+        del ids[0]
+    return True
+
+
+@register
+class ThresholdRule(Windowed):
+    kind = "threshold"
+    config_model = ThresholdConfig
+
+    def __init__(self, config: ThresholdConfig, lists: dict[str, list[str]]) -> None:
+        super().__init__(config, lists)
+        self.tcfg = config
+        self.value = compile_path(config.field) if config.aggregate == "sum" and config.field else None
+
+    def apply(self, state: State, view: dict[str, Any], ts: float, side: str) -> tuple[State, list[Hit]]:
+        if self.value is not None:
+            values = [v for v in self.value(Context(view, ts)) if isinstance(v, int | float)]
+            amount = float(sum(values))
+        else:
+            amount = 1.0
+        if state is None:
+            state = {"b": [], "i": []}
+        if not add_id(state["i"], ts, view["event_id"]):
+            return state, []
+        buckets: list[list[float]] = state["b"]
+        start = math.floor(ts / self.res) * self.res
+        pos = bisect.bisect_left(buckets, [start])
+        if pos < len(buckets) and buckets[pos][0] == start:
+            buckets[pos][1] += amount
+            buckets[pos][2] += 1
+        else:
+            buckets.insert(pos, [start, amount, 1])
+        best_end, total, count = self._best_window(buckets, pos)
+        if not self.reached(total):
+            return state, []
+        lo = best_end - self.size
+        ids = [i for t, i in state["i"] if lo < t <= best_end + self.res]
+        first = next((t for t, _ in state["i"] if lo < t), ts)
+        hit = Hit(
+            anchor=ids[0] if ids else view["event_id"],
+            ts=ts,
+            first_seen=first,
+            event_ids=ids,
+            view=view,
+            facts={"total": total, "count": int(count), "window": format_duration(self.size)},
+        )
+        return state, [hit]
+
+    def _best_window(self, buckets: list[list[float]], pos: int) -> tuple[float, float, float]:
+        """The window containing bucket ``pos`` with the largest total: (end bucket start, total, count).
+        Windows ending at each bucket from ``pos`` up to one window later are considered, so an event
+        arriving out of order still completes the window it belongs to."""
+        best = (buckets[pos][0], -math.inf, 0.0)
+        limit = buckets[pos][0] + self.size
+        for end in range(pos, len(buckets)):
+            end_start = buckets[end][0]
+            if end_start >= limit:
+                break
+            lo = bisect.bisect_right(buckets, [end_start - self.size, math.inf])
+            window = buckets[lo : end + 1]
+            total = sum(b[1] for b in window)
+            if total > best[1]:
+                best = (end_start, total, sum(b[2] for b in window))
+        return best
+
+    def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
+        horizon = watermark - self.size - self.res
+        state["b"] = [b for b in state["b"] if b[0] > horizon]
+        state["i"] = [x for x in state["i"] if x[0] > horizon]
+        return (state if state["b"] else None), []
+
+    def deadline(self, state: State) -> float | None:
+        return state["b"][0][0] + self.size + 2 * self.res if state and state["b"] else None
+
+    def condition_text(self) -> str:
+        what = "events" if self.tcfg.aggregate == "count" else f"sum of {self.tcfg.field}"
+        keys = ", ".join(g[0] for g in self.groups)
+        return (
+            f"{what} per {keys} within {format_duration(self.size)} {self.bound_text()}, "
+            f"over {'/'.join(self.tcfg.select.events)} where {describe(self.tcfg.select.where)}"
+        )
