@@ -12,9 +12,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import ConfigError, RuleSet, load_rules
 from .logio import LogFileError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 DEFAULT_CONFIG = os.environ.get("MODWATCH_CONFIG", "config")
 
@@ -27,6 +31,15 @@ EPILOG = """examples:
 
 class UsageError(Exception):
     pass
+
+
+class _ConfigAction(argparse.Action):
+    """Records that --config was given explicitly (so it can override the settings file)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        setattr(namespace, self.dest, values)
+        namespace.config_given = True
 
 
 def _time(text: str) -> object:
@@ -83,6 +96,77 @@ def cmd_rules_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    from .fixtures import fixture_paths, format_result, run_fixtures
+
+    ruleset = _load(args.config)
+    paths = fixture_paths(args.config, args.paths)
+    if not paths:
+        raise UsageError(f"no fixture files found (looked in {Path(args.config) / 'fixtures'})")
+    results = run_fixtures(ruleset, paths)
+    failed = [r for r in results if not r.ok]
+    for result in results:
+        if not result.ok or args.verbose:
+            print(format_result(result))
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from .settings import load_settings
+
+    overrides = {
+        "bootstrap_servers": getattr(args, "bootstrap_servers", None),
+        "rules_dir": getattr(args, "config", None) if getattr(args, "config_given", False) else None,
+    }
+    partitions = getattr(args, "partitions", None)
+    settings = load_settings(getattr(args, "settings", None), **overrides)
+    if partitions is not None:
+        topics = settings.topics.model_copy(update={"partitions": partitions})
+        settings = settings.model_copy(update={"topics": topics})
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import run_worker
+
+    settings = _settings(args)
+    load_rules(settings.rules_dir)  # fail before anything starts
+    return run_worker(settings, loglevel=args.loglevel)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+    from .topology import input_key
+
+    settings = _settings(args)
+    if args.speed is not None and args.rate is not None:
+        raise UsageError("give --speed or --rate, not both")
+    stats = replay(
+        args.paths,
+        settings.bootstrap_servers,
+        settings.topics.topic_for,
+        input_key,
+        partitions=settings.topics.partitions,
+        speed=args.speed,
+        rate=args.rate,
+        since=args.since,
+        until=args.until,
+        deadletter=args.deadletter,
+        dry_run=args.dry_run,
+    )
+    return 1 if args.strict and stats.rejected_total else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(
+        args.log, config_dir=args.config, speed=args.speed, idle_exit=args.exit_after_idle,
+        metrics_port=args.metrics_port,
+    )  # fmt: skip
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 
@@ -98,9 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def config_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--config", default=DEFAULT_CONFIG, metavar="DIR",
+            "--config", default=DEFAULT_CONFIG, metavar="DIR", action=_ConfigAction,
             help="rules directory with rules.yaml and scoring.yaml (default: $MODWATCH_CONFIG or ./config)",
         )  # fmt: skip
+
+    def kafka_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--bootstrap-servers", metavar="HOST:PORT",
+                       help="Kafka brokers (default: $MODWATCH_BOOTSTRAP_SERVERS, the settings file, 127.0.0.1:9092)")
+        p.add_argument("--settings", metavar="FILE",
+                       help="service settings YAML (default: $MODWATCH_SETTINGS or config/modwatch.yaml if present)")
+        p.add_argument("--partitions", type=int, metavar="N",
+                       help="partitions of the topics modwatch creates (default: settings topics.partitions, 1)")
 
     bt = sub.add_parser(
         "backtest",
@@ -122,6 +214,55 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reject lines longer than N bytes (default 1 MiB)")  # fmt: skip
     bt.set_defaults(func=cmd_backtest)
 
+    wk = sub.add_parser(
+        "worker",
+        help="run the live Faust worker: input topics -> rules -> alerts topic",
+        description="Consume the input topics, evaluate the rules with state in changelog-backed tables, "
+        "publish alerts to the alerts topic (and the configured sinks). Stops on Ctrl-C / SIGTERM.",
+        epilog="example:\n  modwatch worker --config config --bootstrap-servers 127.0.0.1:9092\n"
+        "  MODWATCH_TOPICS__PARTITIONS=4 modwatch worker",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_arg(wk)
+    kafka_args(wk)
+    wk.add_argument("--loglevel", "-l", default="info", choices=["debug", "info", "warning", "error"])
+    wk.set_defaults(func=cmd_worker)
+
+    rp = sub.add_parser(
+        "replay",
+        help="produce a JSONL event log to the input topics",
+        description="Produce each valid event of JSONL logs (plain or .gz) to its input topic, keyed by actor, "
+        "with the Kafka timestamp set to occurred_at and the event type in a header. Invalid lines are "
+        "never sent: they go to --deadletter.",
+        epilog="examples:\n  modwatch replay examples/events.jsonl --bootstrap-servers 127.0.0.1:9092\n"
+        "  modwatch replay last-year.jsonl.gz --speed 3600 --since 2020-06-01T00:00:00Z",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rp.add_argument("paths", nargs="+", metavar="PATH")
+    kafka_args(rp)
+    rp.add_argument("--speed", type=float, metavar="X", help="replay X times faster than event time (60: an hour a minute)")
+    rp.add_argument("--rate", type=float, metavar="N", help="replay at N events per second")
+    rp.add_argument("--since", type=_time, metavar="T", help="skip events before T (RFC 3339)")
+    rp.add_argument("--until", type=_time, metavar="T", help="skip events at or after T (RFC 3339)")
+    rp.add_argument("--deadletter", metavar="FILE", help="where to write rejected lines (default: count only)")
+    rp.add_argument("--dry-run", action="store_true", help="validate and count, send nothing")
+    rp.add_argument("--strict", action="store_true", help="exit 1 if any line was rejected")
+    rp.set_defaults(func=cmd_replay)
+
+    dm = sub.add_parser(
+        "demo",
+        help="run everything locally: embedded broker, worker, replay of the example, alerts on screen",
+        epilog="example:\n  modwatch demo\n  modwatch demo --speed 20000 --exit-after-idle 15",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_arg(dm)
+    dm.add_argument("--log", default="examples/events.jsonl", metavar="PATH", help="event log to replay")
+    dm.add_argument("--speed", type=float, metavar="X", help="replay speed (default: as fast as possible)")
+    dm.add_argument("--exit-after-idle", type=float, metavar="SECONDS",
+                    help="stop once no alert has arrived for this long after the replay (default: run until Ctrl-C)")
+    dm.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="metrics endpoint port (0: a free one)")
+    dm.set_defaults(func=cmd_demo)
+
     rules = sub.add_parser("rules", help="check and test the rule set")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION")
     rules_sub.required = True
@@ -133,6 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_arg(validate)
     validate.set_defaults(func=cmd_rules_validate)
+    test = rules_sub.add_parser(
+        "test",
+        help="run rule fixtures: event logs with the alerts they must and must not produce",
+        epilog="example:\n  modwatch rules test                      # every file in config/fixtures\n"
+        "  modwatch rules test config/fixtures/rapid_takedown.yaml -v",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_arg(test)
+    test.add_argument("paths", nargs="*", metavar="PATH", help="fixture files or directories")
+    test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    test.set_defaults(func=cmd_rules_test)
     return parser
 
 

@@ -29,6 +29,7 @@ from kafka import KafkaProducer
 from .broker import BrokerError, client_config, create_topics
 from .decode import Decoded, Rejected, decode
 from .logio import DeadLetterFile, Line, check_readable, iter_lines
+from .progress import Progress
 
 #: Reason written to the dead-letter file for a valid event the broker did not accept.
 SEND_FAILED = "send_failed"
@@ -48,7 +49,6 @@ _PRODUCER_DEFAULTS: dict[str, Any] = {
     "bootstrap_timeout_ms": 10_000,
 }
 
-_PROGRESS_INTERVAL = 0.2  # seconds: at most ~5 redraws a second
 _SLEEP_SLICE = 0.2  # long paced sleeps are sliced so progress keeps moving
 
 
@@ -127,51 +127,6 @@ class _Deliveries:
 def _describe(exc: BaseException) -> str:
     # Kafka client errors name the condition, never the record: safe for a dead-letter detail.
     return f"{type(exc).__name__}: {exc}"[:300]
-
-
-class _Progress:
-    """A single self-overwriting line on a terminal: events, events/s, percent of bytes, ETA."""
-
-    def __init__(self, out: TextIO, total_bytes: int, enabled: bool) -> None:
-        self.out = out
-        self.total = total_bytes
-        self.enabled = enabled
-        self.started = time.monotonic()
-        self._last = 0.0
-        self._drawn = False
-
-    def update(self, stats: ReplayStats, sent_so_far: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < _PROGRESS_INTERVAL:
-            return
-        self._last = now
-        elapsed = now - self.started
-        rate = sent_so_far / elapsed if elapsed > 0 else 0.0
-        text = f"{sent_so_far:,} events  {rate:,.0f} events/s"
-        if self.total > 0:
-            done = min(stats.bytes_read / self.total, 1.0)
-            text += f"  {done * 100:5.1f}%"
-            if 0 < done < 1:
-                text += f"  ETA {_clock(elapsed * (1 - done) / done)}"
-        if stats.rejected:
-            text += f"  rejected {sum(stats.rejected.values()):,}"
-        self.out.write(f"\r{text}\x1b[K")
-        self.out.flush()
-        self._drawn = True
-
-    def clear(self) -> None:
-        if self._drawn:
-            self.out.write("\r\x1b[K")
-            self.out.flush()
-            self._drawn = False
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _uncompressed_size(path: Path) -> int:
@@ -308,9 +263,9 @@ def replay(
     lo, hi = _bound(since, "since"), _bound(until, "until")
     check_readable(paths)
     stats = ReplayStats(dry_run=dry_run)
-    bar = _Progress(
-        out, sum(_uncompressed_size(Path(p)) for p in paths), out.isatty() if progress is None else progress
-    )
+    bar = Progress("replay", out)
+    bar.enabled = out.isatty() if progress is None else progress
+    bar.total_bytes = sum(_uncompressed_size(Path(p)) for p in paths)
     sender = None if dry_run else _Sender(bootstrap, topic_for, key_for, partitions, producer_config)
     started = time.monotonic()
     anchor: tuple[float, float] | None = None  # (event time, wall time) of the first event sent
@@ -330,9 +285,9 @@ def replay(
                 else:
                     if speed is not None:
                         anchor = anchor or (result.ts, time.monotonic())
-                        _sleep_until(anchor[1] + (result.ts - anchor[0]) / speed, bar, stats, attempted)
+                        _sleep_until(anchor[1] + (result.ts - anchor[0]) / speed, bar)
                     elif rate is not None:
-                        _sleep_until(started + attempted / rate, bar, stats, attempted)
+                        _sleep_until(started + attempted / rate, bar)
                     attempted += 1
                     if sender is None:
                         topic = topic_for(result.event.event_type)
@@ -340,7 +295,8 @@ def replay(
                     else:
                         sender.send(result, line, dead)
                         sender.write_failures(dead)
-                bar.update(stats, attempted)
+                bar.count, bar.done_bytes = attempted, stats.bytes_read
+                bar.update()
             if sender is not None:
                 sender.flush(flush_timeout)
                 sender.write_failures(dead)
@@ -356,16 +312,17 @@ def replay(
             stats.failed = attempted - stats.sent
             stats.topics_created = sender.created
         stats.elapsed = time.monotonic() - started
-        bar.clear()
+        bar.done()
         out.write(("replay aborted: " if aborted else "") + stats.summary() + "\n")
         out.flush()
     return stats
 
 
-def _sleep_until(deadline: float, bar: _Progress, stats: ReplayStats, attempted: int) -> None:
+def _sleep_until(deadline: float, bar: Progress) -> None:
+    """Sleep until ``deadline`` (monotonic), in slices so that the progress line keeps moving."""
     while (delay := deadline - time.monotonic()) > 0:
         time.sleep(min(delay, _SLEEP_SLICE))
-        bar.update(stats, attempted)
+        bar.update()
 
 
 __all__ = ["SEND_FAILED", "ReplayError", "ReplayStats", "replay"]

@@ -166,7 +166,7 @@ def test_dry_run_decodes_and_counts_but_sends_nothing(tmp_path: Path) -> None:
     assert stats.by_topic == {"dry-account": 3, "dry-data": 2}
     text = out.getvalue()
     assert "would send 5 events" in text
-    assert "\r" in text and "events/s" in text  # the progress line was drawn, then cleared
+    assert "\rreplay: " in text and "%" in text  # the progress line was drawn, then cleared
     assert text.endswith("filtered 0\n")
 
 

@@ -1,0 +1,126 @@
+"""create_app(settings) -> faust.App: wiring only. The logic is in ``streams/pipeline.py``.
+
+Topics: the input topics (``settings.topics.events``), the internal keyed topic and its table's
+changelog (both ``settings.topics.partitions`` partitions), the alerts and dead-letter topics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from .alerts import Alert
+from .config import RuleSet
+from .decode import Limits
+from .engine import Engine
+from .pipeline import Evaluator, Outgoing, Router
+from .settings import Settings
+from .sinks import SinkSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What the agents share: built once per worker process."""
+
+    app: faust.App
+    engine: Engine
+    router: Router
+    evaluator: Evaluator
+    sinks: SinkSet
+    topics: dict[str, Any] = field(default_factory=dict)
+
+
+def _faust_settings(settings: Settings) -> dict[str, Any]:
+    sec = settings.kafka
+    extra: dict[str, Any] = {}
+    if sec.security_protocol != "PLAINTEXT":
+        from .security import faust_credentials
+
+        extra["broker_credentials"] = faust_credentials(sec)
+    return {
+        "broker": [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        "store": "memory://",
+        "topic_partitions": settings.topics.partitions,
+        "topic_replication_factor": 1,
+        "broker_session_timeout": settings.session_timeout_seconds,
+        "broker_heartbeat_interval": settings.heartbeat_seconds,
+        "processing_guarantee": "at_least_once",  # Tansu has no transactions; duplicates are handled
+        "web_host": "127.0.0.1",
+        "web_port": settings.web_port,
+        "web_bind": "127.0.0.1",
+        "web_enabled": settings.web_port != 0,
+        "datadir": settings.data_dir,
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        **extra,
+    }
+
+
+def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
+    app = faust.App(settings.app_id, **_faust_settings(settings))
+    partitions = settings.topics.partitions
+    engine = Engine(ruleset, lateness=settings.lateness_seconds)
+    topics = {
+        "input": app.topic(*settings.topics.input_topics(), value_serializer="raw", key_serializer="raw"),
+        "keyed": app.topic(settings.topics.keyed, partitions=partitions, value_serializer="raw",
+                           key_serializer="raw", internal=True),  # fmt: skip
+        "alerts": app.topic(settings.topics.alerts, value_serializer="raw", key_serializer="raw"),
+        "deadletter": app.topic(settings.topics.deadletter, value_serializer="raw", key_serializer="raw"),
+    }
+    table = app.Table("state", default=None, partitions=partitions)  # json keys and values
+    router = Router(
+        engine, settings.topics.keyed, settings.topics.deadletter, partitions,
+        Limits(max_bytes=settings.max_record_bytes), idle_seconds=settings.idle_source_seconds,
+    )  # fmt: skip
+    evaluator = Evaluator(engine, table, partitions)
+    sinks = SinkSet.from_settings(settings)
+    runtime = Runtime(app, engine, router, evaluator, sinks, topics)
+    by_name = {t: topics[k] for k, t in (("keyed", settings.topics.keyed), ("deadletter", settings.topics.deadletter))}
+
+    async def send(record: Outgoing) -> None:
+        await by_name[record.topic].send(
+            key=record.key, value=record.value, partition=record.partition,
+            timestamp=record.timestamp, headers=list(record.headers),
+        )  # fmt: skip
+
+    async def publish(alerts: list[Alert]) -> None:
+        for alert in alerts:
+            await topics["alerts"].send(
+                key=alert.alert_id.encode(), value=alert.to_json().encode(), timestamp=alert.last_seen,
+                headers=[("rule_id", alert.rule_id.encode()), ("severity", alert.severity.label.encode())],
+            )  # fmt: skip
+            sinks.deliver(alert)
+
+    @app.agent(topics["input"], name="route")
+    async def route(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            for record in router.on_record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers):
+                await send(record)
+
+    @app.agent(topics["keyed"], name="evaluate")
+    async def evaluate(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            await publish(evaluator.on_record(msg.partition, msg.value, msg.headers))
+
+    @app.timer(interval=settings.tick_seconds)
+    async def tick() -> None:
+        for record in router.tick():
+            await send(record)
+
+    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    async def on_assigned(sender: Any, assigned: Any = None, **kwargs: Any) -> None:
+        # Streams resume only after the table is recovered; shards are rebuilt on first use.
+        evaluator.reset()
+
+    @app.task
+    async def start_sinks() -> None:
+        await sinks.start()
+
+    return runtime

@@ -1,0 +1,207 @@
+"""The live worker's two stages as plain objects: records in, records and alerts out.
+
+``Router`` and ``Evaluator`` hold no Kafka or Faust objects, so they are tested directly; the Faust
+app (``streams/app.py``) only moves records between topics and these methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from .alerts import Alert
+from .decode import Decoded, Limits, decode
+from .engine import Engine, RecentIds, Shard
+from .topology import (
+    H_EVENT_ID,
+    WATERMARK_KEY,
+    Headers,
+    event_headers,
+    partition_of,
+    split_by_partition,
+    tick_headers,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A record to send: the app turns it into ``topic.send(...)``."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    partition: int | None = None
+    timestamp: float | None = None  # seconds
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class Router:
+    """Stage 1: decode, dead-letter what is bad, and send each event to the keyed partitions that
+    own its rule keys. Remembers, per input partition, the newest event time (for ticks)."""
+
+    def __init__(self, engine: Engine, keyed_topic: str, deadletter_topic: str, partitions: int,
+                 limits: Limits, idle_seconds: float = 10.0) -> None:  # fmt: skip
+        self.engine = engine
+        self.keyed_topic = keyed_topic
+        self.deadletter_topic = deadletter_topic
+        self.partitions = partitions
+        self.limits = limits
+        self.idle_seconds = idle_seconds
+        self.recent = RecentIds()
+        self.sources: dict[str, float] = {}  # source -> newest event time
+        self.activity: dict[str, float] = {}  # source -> wall time of its last record
+        self.dead: Counter[str] = Counter()
+        self.routed = 0
+        self.duplicates = 0
+
+    def on_record(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                  headers: Any = None) -> list[Outgoing]:  # fmt: skip
+        source = f"{topic}:{partition}"
+        self.activity[source] = time.monotonic()
+        out = decode(value or b"", self.limits)
+        if not isinstance(out, Decoded):
+            self.dead[out.reason] += 1
+            log.warning("dead letter from %s offset %d: %s (%s)", source, offset, out.reason, out.detail)
+            dl_headers = [(k, v) for k, v in (headers or [])] + [
+                ("mw-dl-topic", topic.encode()),
+                ("mw-dl-partition", str(partition).encode()),
+                ("mw-dl-offset", str(offset).encode()),
+                ("mw-dl-reason", out.reason.encode()),
+                ("mw-dl-detail", out.detail.encode()[:1000]),
+            ]
+            return [Outgoing(self.deadletter_topic, value or b"", key, None, None, tuple(dl_headers))]
+        event = out.event
+        if out.ts > self.sources.get(source, float("-inf")):
+            self.sources[source] = out.ts
+        if not self.recent.add(event.event_id, out.ts):
+            self.duplicates += 1
+            self.engine.stats.duplicates += 1
+            return []
+        self.routed += 1
+        keys = list(self.engine.route(out))
+        sends = []
+        for index, (part, part_keys) in enumerate(split_by_partition(keys, self.partitions).items()):
+            hdrs = event_headers(source, part_keys, index == 0, event.event_type, event.event_id)
+            sends.append(Outgoing(self.keyed_topic, value or b"", None, part, out.ts, tuple(hdrs)))
+        if not sends:
+            # No rule wants the event; still count it once, on the partition of its id.
+            part = partition_of(event.event_id, self.partitions)
+            hdrs = event_headers(source, [], True, event.event_type, event.event_id)
+            sends.append(Outgoing(self.keyed_topic, value or b"", None, part, out.ts, tuple(hdrs)))
+        return sends
+
+    def tick(self) -> list[Outgoing]:
+        """Broadcast each source's event time to every keyed partition; a source silent for
+        ``idle_seconds`` is announced idle (null) so it stops holding the watermark back."""
+        if not self.sources:
+            return []
+        now = time.monotonic()
+        report: dict[str, float | None] = {
+            source: (None if now - self.activity.get(source, now) > self.idle_seconds else ts)
+            for source, ts in self.sources.items()
+        }
+        hdrs = tuple(tick_headers(report))
+        return [Outgoing(self.keyed_topic, b"", None, p, None, hdrs) for p in range(self.partitions)]
+
+
+class PartitionStore(MutableMapping[str, Any]):
+    """A view of the table holding only one keyed partition's keys (the table holds all the
+    partitions assigned to this worker)."""
+
+    def __init__(self, table: MutableMapping[str, Any], partition: int, partitions: int) -> None:
+        self.table = table
+        self.partition = partition
+        self.partitions = partitions
+
+    def __getitem__(self, key: str) -> Any:
+        return self.table[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.table.get(key)
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.table
+
+    def __iter__(self) -> Iterator[str]:
+        for key in list(self.table.keys()):
+            if not key.startswith(WATERMARK_KEY) and partition_of(key, self.partitions) == self.partition:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class Evaluator:
+    """Stage 2: run the rules for the keys a record names, on the shard of its partition."""
+
+    def __init__(self, engine: Engine, table: MutableMapping[str, Any], partitions: int) -> None:
+        self.engine = engine
+        self.table = table
+        self.partitions = partitions
+        self.shards: dict[int, Shard] = {}
+
+    def reset(self) -> None:
+        """Called on rebalance: shards are rebuilt from the (recovered) table on next use."""
+        self.shards.clear()
+
+    def shard(self, partition: int) -> Shard:
+        shard = self.shards.get(partition)
+        if shard is None:
+            shard = Shard(PartitionStore(self.table, partition, self.partitions))
+            saved = self.table.get(f"{WATERMARK_KEY}{partition}")
+            if isinstance(saved, dict):
+                shard.sources.update({k: float(v) for k, v in saved.items()})
+            shard.rebuild_timers(self.engine)
+            self.shards[partition] = shard
+        return shard
+
+    def on_record(self, partition: int, value: bytes | None, headers: Any) -> list[Alert]:
+        meta = Headers.parse(headers)
+        shard = self.shard(partition)
+        if meta.tick is not None:
+            for source, ts in meta.tick.items():
+                if ts is None:
+                    shard.sources.pop(source, None)
+                else:
+                    shard.observe(source, ts)
+            self.table[f"{WATERMARK_KEY}{partition}"] = dict(shard.sources)
+            return self.engine.advance(shard)
+        out = decode(value or b"", Limits(max_bytes=max(len(value or b""), 1)), now=float("inf"))
+        if not isinstance(out, Decoded):  # the router validated it; a mismatch means a foreign writer
+            log.error("undecodable record on the keyed topic, partition %d: %s", partition, out.reason)
+            return []
+        late = out.ts < self.engine.watermark(shard)
+        if meta.primary:
+            self.engine.stats.events[out.event.event_type] += 1
+            if late:
+                self.engine.stats.late += 1
+        if meta.source:
+            shard.observe(meta.source, out.ts)
+        alerts: list[Alert] = []
+        if meta.keys:
+            wanted = set(meta.keys)
+            for key, roles in self.engine.route(out).items():
+                if key in wanted:
+                    alerts.extend(self.engine.apply(shard, out, key, roles, late))
+        alerts.extend(self.engine.advance(shard))
+        return alerts
+
+
+def header_event_id(headers: Any) -> str | None:
+    for key, value in headers or []:
+        if key == H_EVENT_ID:
+            return bytes(value).decode("utf-8", "replace")
+    return None

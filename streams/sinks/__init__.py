@@ -1,0 +1,70 @@
+"""Ways out for alerts besides the alerts topic: one file each. ``SinkSet`` fans an alert out.
+
+A sink never blocks the stream: ``deliver`` is synchronous and cheap (append to a file, or enqueue
+for a background sender). Shadow-mode alerts are recorded (file, topic, metrics) but never sent to
+pagers or webhooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Protocol
+
+from ..alerts import Alert
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    name: str
+    pages: bool  # True for sinks that notify people: shadow alerts skip them
+
+    def deliver(self, alert: Alert) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class SinkSet:
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+        self.failures: Counter[str] = Counter()
+        self.delivered: Counter[str] = Counter()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SinkSet:
+        sinks: list[Sink] = []
+        if settings.alerts_jsonl:
+            from .jsonl import JsonlSink
+
+            sinks.append(JsonlSink(settings.alerts_jsonl))
+        if settings.webhook_url:
+            from ..scoring import Severity
+            from .webhook import WebhookSink
+
+            sinks.append(WebhookSink(settings.webhook_url, Severity.parse(settings.webhook_min_severity)))
+        return cls(sinks)
+
+    def deliver(self, alert: Alert) -> None:
+        for sink in self.sinks:
+            if sink.pages and alert.mode == "shadow":
+                continue
+            try:
+                sink.deliver(alert)
+                self.delivered[sink.name] += 1
+            except Exception:
+                self.failures[sink.name] += 1
+                log.exception("sink %s failed for alert %s", sink.name, alert.alert_id)
+
+    async def start(self) -> None:
+        for sink in self.sinks:
+            await sink.start()
+
+    async def stop(self) -> None:
+        for sink in self.sinks:
+            await sink.stop()
