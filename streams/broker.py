@@ -159,6 +159,7 @@ class EmbeddedBroker:
         self._log: IO[bytes] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._paused = False
+        self._log_offset = 0  # where the current process's output starts in the log
 
     # -- properties -----------------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class EmbeddedBroker:
                     self._wait_ready(deadline)
                     return self
                 except BrokerError:
-                    in_use = "in use" in self.log_tail().lower()
+                    in_use = "in use" in self._current_output().lower()
                     if not in_use or attempt == attempts - 1:
                         raise
                     self._kill()
@@ -235,6 +236,7 @@ class EmbeddedBroker:
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _kill()
+        self._log_offset = self._log.tell()
         try:
             self._proc = subprocess.Popen(
                 argv,
@@ -268,12 +270,17 @@ class EmbeddedBroker:
                     f"Tansu broker on {LOOPBACK}:{self.port} did not answer Kafka requests in time "
                     f"({last_error})\n{self._tail_block()}"
                 )
-            if self._port_open():
+            # Tansu logs "ready in" only once its listener is bound. Waiting for it matters when the
+            # port was taken in the meantime by another broker: ours then dies of AddrInUse (with
+            # exit status 0) while the other one would happily answer our metadata request.
+            if self._port_open() and "ready in" in self._current_output():
                 try:
                     _list_topics(f"{LOOPBACK}:{self.port}", timeout=min(remaining, 5.0))
-                    return
                 except BrokerError as exc:
                     last_error = str(exc)
+                else:
+                    if proc.poll() is None and "in use" not in self._current_output().lower():
+                        return
             time.sleep(0.05)
 
     def _port_open(self) -> bool:
@@ -339,6 +346,15 @@ class EmbeddedBroker:
         except OSError:
             return ""
         return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+    def _current_output(self) -> str:
+        """What the current broker process has written so far (a retry appends to the same log)."""
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read(64 * 1024).decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def _tail_block(self) -> str:
         tail = self.log_tail()

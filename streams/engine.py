@@ -251,7 +251,9 @@ class Engine:
         new_id = alert_id(rule.id, key, hit.anchor)
         sup = entry[1]
         if sup is not None and new_id in sup[1]:
-            self.stats.duplicates += 1
+            # The same incident again (a later event in the same window, or a redelivery that got
+            # past the id checks): never a second alert; counted with the suppressed.
+            self.stats.suppressed[rule.id] += 1
             return None
         if sup is not None and abs(hit.ts - sup[0]) < self.suppress[rule.id]:
             sup[1] = [*sup[1], new_id][-MAX_ALERT_IDS:]

@@ -71,6 +71,7 @@ _PARTNERS = (("NCMEC", "US", "ptn-ncmec"), ("NCMEC", "US", "ptn-ncmec"), ("NCMEC
              ("IWF", "GB", "ptn-iwf"))
 _NON_PERSONAL = ("meeting_id", "duration", "region", "participant_count", "started_at", "client_version")
 _PERSONAL = ("name", "email", "ip_address")
+_ID_PREFIX = {"meeting": "mtg", "account": "acct", "content": "cnt", "user": "usr"}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -114,32 +115,33 @@ class _World:
         self.heap: list[tuple[int, int, Event]] = []
         self._seq = 0
         self._entity = 0
-        self._ticket = 0
-        self._request = 0
+        self._ticket = 40  # a ticketing system that has been running for a while
+        self._request = 256
 
     def at(self, ms: int, event: Event) -> None:
         self._seq += 1
         heapq.heappush(self.heap, (ms, self._seq, event))
 
+    # Ids are a counter followed by fixed-width random digits: unique, yet not in creation order, so
+    # the incidents (planned first) do not get tellingly small ids.
     def ticket(self) -> str:
         self._ticket += 1
-        return f"TSK-{40000 + self._ticket}"
+        return f"TSK-{self._ticket}{self.rng.randrange(1000):03d}"
 
     def request_id(self) -> str:
         self._request += 1
-        return f"req-{self._request:06d}"
+        return f"req-{self._request:x}{self.rng.getrandbits(16):04x}"
 
     def region(self) -> str:
         return self.rng.choice(_REGION_TABLE)
 
     def ident(self, prefix: str) -> str:
-        # A counter mixed with random digits: unique, yet not in creation order.
         self._entity += 1
         return f"{prefix}-{self._entity:x}{self.rng.getrandbits(12):03x}"
 
     def target(self, kind: str, region: str | None = None, tags: tuple[str, ...] = (),
                owner: str | None = None) -> dict[str, Any]:
-        target: dict[str, Any] = {"kind": kind, "id": self.ident(kind[:3] if kind != "account" else "acct"),
+        target: dict[str, Any] = {"kind": kind, "id": self.ident(_ID_PREFIX[kind]),
                                   "region": region or self.region()}
         if kind in ("meeting", "content"):
             target["owner_id"] = owner or self.ident("acct")
@@ -310,7 +312,7 @@ def _oncall_grant(w: _World, t: int) -> None:
 # (generator, weight, mean events it produces); the mean turns events_per_day into a primary rate.
 _ROUTINE: tuple[tuple[Callable[[_World, int], None], float, float], ...] = (
     (_report, 34.0, 1.3), (_severe_report, 3.0, 1.3), (_ts_action, 36.0, 1.0), (_raid, 1.2, 5.0),
-    (_lawful, 4.0, 2.7), (_partner_csam, 2.0, 2.0), (_internal_export, 5.0, 1.0), (_user_export, 4.0, 1.0),
+    (_lawful, 4.0, 2.3), (_partner_csam, 2.0, 2.0), (_internal_export, 5.0, 1.0), (_user_export, 4.0, 1.0),
     (_oncall_grant, 3.0, 1.0),
 )
 _ROUTINE_TABLE = tuple(fn for fn, weight, _ in _ROUTINE for _ in range(round(weight * 10)))
@@ -320,7 +322,7 @@ _EVENTS_PER_PRIMARY = sum(weight * mean for _, weight, mean in _ROUTINE) / sum(w
 # --- incidents: one function per case fact; each returns [(ms, event)] ------------------------------
 
 _LIAISON = {"id": "emp-liaison-01", "kind": "employee", "region": "CN", "role": "liaison"}
-_CONFIDENTIAL_CN = {"kind": "government", "jurisdiction": "CN"}
+_CN_GOVERNMENT = {"kind": "government", "jurisdiction": "CN"}
 Plan = list[tuple[int, Event]]
 
 
@@ -330,7 +332,7 @@ def _tiananmen_shutdown(w: _World, t: int, span: int) -> Plan:
     meetings = [w.target("meeting", region, tags) for region in ("US", "US", "US", "HK")]
     request_id = w.request_id()
     plan: Plan = [(t, _event("request.received", dict(_LIAISON), request_id=request_id,
-                             requester={**_CONFIDENTIAL_CN, "agency": "Ministry of State Security"},
+                             requester={**_CN_GOVERNMENT, "agency": "Ministry of State Security"},
                              request_kind="takedown", targets=meetings, deadline_seconds=60,
                              confidential=True))]
     for meeting in meetings:
@@ -350,7 +352,7 @@ def _participant_export(w: _World, t: int, span: int) -> Plan:
     agency = "Ministry of Public Security"
     return [
         (t, _event("request.received", dict(_LIAISON), request_id=request_id,
-                   requester={**_CONFIDENTIAL_CN, "agency": agency}, request_kind="user_data",
+                   requester={**_CN_GOVERNMENT, "agency": agency}, request_kind="user_data",
                    targets=[meeting], confidential=True)),
         (t + w.rng.randint(3 * MINUTE, 9 * MINUTE),
          _event("data.export", _employee("emp-eng-031", "US", "engineering"),
@@ -365,7 +367,7 @@ def _xinjiang_accounts(w: _World, t: int, span: int) -> Plan:
     later = min(w.rng.randint(2 * HOUR, 6 * HOUR), span // 50)
     return [
         (t, _event("request.received", dict(_LIAISON), request_id=request_id,
-                   requester={**_CONFIDENTIAL_CN, "agency": "Cyberspace Administration of China"},
+                   requester={**_CN_GOVERNMENT, "agency": "Cyberspace Administration of China"},
                    request_kind="user_data", confidential=True,
                    targets=[{"kind": "dataset", "id": "accounts", "region": "CN", "tags": ["xinjiang"]}])),
         (t + max(later, MINUTE),
@@ -383,7 +385,8 @@ def _fabricated_reports(w: _World, t: int, span: int) -> Plan:
     meeting = w.target("meeting", "US", ("religious",))
     reporters = [w.user(t, DAY, 3 * DAY, region) for region in ("HK", "US", "CA")]
     reporters.insert(1, dict(_LIAISON))
-    offsets = (0, rng.randint(5, 12) * MINUTE, rng.randint(15, 25) * MINUTE, rng.randint(30, 39) * MINUTE)
+    offsets = (0, rng.randint(5 * MINUTE, 12 * MINUTE), rng.randint(15 * MINUTE, 25 * MINUTE),
+               rng.randint(30 * MINUTE, 39 * MINUTE))
     plan: Plan = [(t + offset, _event("report.filed", reporter, target=meeting, category=category))
                   for offset, reporter, category in zip(offsets, reporters, ("terrorism", "violence", "csam",
                                                                              "terrorism"), strict=True)]
@@ -459,26 +462,36 @@ def generate(events: int, seed: int = 0, incidents: bool = False, start: datetim
     With ``incidents`` the case's scenarios (``SCENARIOS``) are placed across the span; they count
     towards ``events``, so ``events`` must be at least their number. Their multi-day steps are
     compressed in logs shorter than about a month. Nothing is read from the wall clock.
+
+    Treat the events as read-only: nested objects may be shared (a request and its answer name the
+    same target dict).
     """
+    # Checked here, not in the generator body, so that a bad call fails before any file is opened.
     if events < 0:
         raise ValueError("events must be >= 0")
     if events_per_day <= 0:
         raise ValueError("events_per_day must be > 0")
+    if start.tzinfo is None:
+        raise ValueError("start must carry a time zone")
     rng = random.Random(seed)
     world = _World(rng)
     start_ms = int(start.timestamp() * SECOND)
     routine_left = events
     if incidents:
         # Incidents draw from their own random stream, so that turning them on leaves the routine
-        # draws alone; they share the heap and the id counters, so their ids look like any other.
+        # draws alone; they share the heap and the id counters, so no id is given out twice.
         world.rng = random.Random(f"modwatch-incidents-{seed}")
         routine_left -= _plan_incidents(world, start_ms, int(events / events_per_day * DAY))
         world.rng = rng
         if routine_left < 0:
             raise ValueError(f"events must be at least {events - routine_left} to hold every incident")
-    mean_gap = DAY * _EVENTS_PER_PRIMARY / events_per_day
+    return _run(world, start_ms, routine_left, DAY * _EVENTS_PER_PRIMARY / events_per_day)
+
+
+def _run(world: _World, start_ms: int, routine_left: int, mean_gap: float) -> Iterator[Event]:
+    """The clock loop: draw primaries, release every heap entry the clock has passed."""
+    rng, heap = world.rng, world.heap
     clock = float(start_ms)
-    heap = world.heap
     emitted = 0
     while True:
         now = int(clock)
@@ -505,6 +518,7 @@ def write_log(path: str, events: int, seed: int = 0, incidents: bool = False, pr
     The gzip header carries no file name or time, so a ``.gz`` log is as reproducible as a plain one.
     ``progress`` gets a line every 100,000 events and one at the end.
     """
+    stream = generate(events, seed, incidents, start, events_per_day)  # raises before the file exists
     dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
     written = 0
     batch: list[str] = []
@@ -512,7 +526,7 @@ def write_log(path: str, events: int, seed: int = 0, incidents: bool = False, pr
         out: io.BufferedWriter | gzip.GzipFile = stack.enter_context(open(path, "wb"))
         if path.endswith(".gz"):
             out = stack.enter_context(gzip.GzipFile("", "wb", compresslevel=6, fileobj=out, mtime=0))
-        for event in generate(events, seed, incidents, start, events_per_day):
+        for event in stream:
             batch.append(dumps(event))
             written += 1
             if len(batch) == 1024:

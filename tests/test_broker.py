@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from streams.broker import (
     admin_client,
     consume_all,
     create_topics,
+    free_port,
     wait_for_topics,
 )
 
@@ -127,6 +129,20 @@ def test_pause_freezes_and_resume_thaws(broker: EmbeddedBroker) -> None:
         assert admin.list_topics() == []
 
 
+def test_a_port_taken_by_another_broker_is_never_mistaken_for_ours(
+    broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other broker answers on that port, but ours died of AddrInUse: it must not count as ready."""
+    with pytest.raises(BrokerError, match=r"(?i)in use"):
+        EmbeddedBroker(port=broker.port).start(timeout=5)
+
+    ports = iter([broker.port, free_port()])  # the first "free" port is already taken
+    monkeypatch.setattr("streams.broker.free_port", lambda host="127.0.0.1": next(ports))
+    with EmbeddedBroker() as second:
+        assert second.port != broker.port
+        assert second.is_running() and "ready in" in second.log_tail()
+
+
 def test_missing_binary_raises_broker_error(tmp_path: Path) -> None:
     embedded = EmbeddedBroker(binary=str(tmp_path / "no-such-tansu"))
     with pytest.raises(BrokerError, match="cannot start Tansu broker"):
@@ -165,7 +181,7 @@ def test_a_crashing_owner_does_not_leak_the_broker(ending: str) -> None:
         import os, sys, time
         from streams.broker import EmbeddedBroker
         broker = EmbeddedBroker().start()
-        print(broker.pid, flush=True)
+        print(broker.pid, broker.log_path.parent, flush=True)
         if {ending!r} == "sigkill":
             os.kill(os.getpid(), 9)
         raise RuntimeError("test run crashed")
@@ -175,5 +191,6 @@ def test_a_crashing_owner_does_not_leak_the_broker(ending: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == (-signal.SIGKILL if ending == "sigkill" else 1), proc.stderr
-    pid = int(proc.stdout.split()[0])
-    assert _wait_gone(pid), f"broker pid {pid} outlived its owner"
+    pid, log_dir = proc.stdout.split()
+    shutil.rmtree(log_dir, ignore_errors=True)  # a SIGKILLed owner cannot clean up its temp dir
+    assert _wait_gone(int(pid)), f"broker pid {pid} outlived its owner"

@@ -1,0 +1,440 @@
+"""The engine with the default rules: deterministic, order-insensitive within the allowed lateness,
+idempotent under redelivery, bounded in state, and isolating a broken rule."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.alerts import Alert
+from streams.config import RuleSet, load_rules
+from streams.decode import Decoded, decode
+from streams.engine import Engine, Shard
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+T0 = 1_590_969_600.0  # 2020-06-01T00:00:00Z
+DAY = 86400.0
+
+LIAISON = {"id": "emp-liaison-01", "kind": "employee", "region": "CN", "role": "liaison"}
+MSS = {"agency": "Ministry of State Security", "kind": "government", "jurisdiction": "CN"}
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(T0 + seconds, UTC).isoformat()
+
+
+def ev(event_type: str, event_id: str, at: float, actor: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"event_type": event_type, "event_id": event_id, "occurred_at": iso(at), "actor": actor, **fields}
+
+
+def decoded(raw: dict[str, Any]) -> Decoded:
+    out = decode(json.dumps(raw).encode(), now=float("inf"))
+    assert isinstance(out, Decoded), out
+    return out
+
+
+def staff(n: int) -> dict[str, Any]:
+    return {"id": f"emp-ts-{n:03d}", "kind": "employee", "region": "US", "role": "trust_safety"}
+
+
+def incidents(at: float) -> list[dict[str, Any]]:
+    """One of each case pattern, starting at ``at``; every default rule fires on one of them."""
+    june4 = {
+        "kind": "meeting",
+        "id": "mtg-june4",
+        "region": "US",
+        "owner_id": "acct-host",
+        "tags": ["tiananmen"],
+    }
+    church = {"kind": "meeting", "id": "mtg-church", "region": "US", "tags": ["religious"]}
+    export = {
+        "target": {"kind": "dataset", "id": "accounts", "region": "US"},
+        "record_count": 23000,
+        "fields": ["account_id", "user_id"],
+        "subject_regions": {"CN": 15000, "US": 8000},
+        "destination": {"kind": "external", "name": "spreadsheet", "region": "CN"},
+    }
+    small = {
+        **export,
+        "record_count": 900,
+        "ticket_id": "MKT-1",
+        "actor": {"id": "emp-mk-004", "kind": "employee", "region": "US"},
+    }
+    new_user = {"kind": "user", "region": "HK", "created_at": iso(at - 2 * DAY)}
+    return [
+        ev(
+            "request.received",
+            "i-r1",
+            at,
+            LIAISON,
+            request_id="REQ-1",
+            requester=MSS,
+            request_kind="takedown",
+            targets=[june4],
+            confidential=True,
+        ),
+        ev("meeting.shutdown", "i-a1", at + 30, LIAISON, request_id="REQ-1", target=june4),
+        ev("meeting.shutdown", "i-a2", at + 40, LIAISON, target={**june4, "id": "mtg-june4-b"}),
+        ev("meeting.shutdown", "i-a3", at + 50, LIAISON, target={**june4, "id": "mtg-june4-c"}),
+        ev("data.export", "i-x1", at + 600, staff(7), request_id="CAC-9", **export),
+        ev("data.export", "i-c1", at + 700, **small),
+        ev("data.export", "i-c2", at + 2 * DAY, **small),
+        ev("data.export", "i-c3", at + 4 * DAY, **small),
+        ev(
+            "access.grant",
+            "i-g1",
+            at + 900,
+            staff(19),
+            grantee={**LIAISON},
+            system={"id": "us-jump", "region": "US"},
+            scope="prod",
+            remote=True,
+        ),
+        *[
+            ev(
+                "report.filed",
+                f"i-f{i}",
+                at + 1000 + 60 * i,
+                {"id": f"user-new-{i}", **new_user},
+                target=church,
+                category="terrorism",
+            )
+            for i in range(3)
+        ],
+    ]
+
+
+def routine(rng: random.Random, start: float, count: int, prefix: str = "n") -> list[dict[str, Any]]:
+    """Ticketed routine work: reports, spam shutdowns, lawful requests answered the same day."""
+    out: list[dict[str, Any]] = []
+    t = start
+    for i in range(count):
+        t += rng.uniform(5, 90)
+        who = staff(rng.randint(1, 40))
+        target = {"kind": "meeting", "id": f"mtg-{prefix}{i}", "region": rng.choice(["US", "GB", "DE"])}
+        kind = rng.random()
+        if kind < 0.4:
+            out.append(
+                ev("meeting.shutdown", f"{prefix}{i}", t, who, ticket_id=f"TS-{prefix}{i}", target=target)
+            )
+        elif kind < 0.8:
+            user = {"id": f"user-{i}", "kind": "user", "region": "US", "created_at": iso(-400 * DAY)}
+            out.append(ev("report.filed", f"{prefix}{i}", t, user, target=target, category="spam"))
+        else:
+            request = {"agency": "Court", "kind": "court", "jurisdiction": target["region"]}
+            out.append(
+                ev(
+                    "request.received",
+                    f"{prefix}{i}r",
+                    t,
+                    who,
+                    request_id=f"RQ-{prefix}{i}",
+                    requester=request,
+                    request_kind="takedown",
+                    targets=[target],
+                )
+            )
+            out.append(
+                ev(
+                    "account.suspend",
+                    f"{prefix}{i}",
+                    t + 3600,
+                    who,
+                    request_id=f"RQ-{prefix}{i}",
+                    ticket_id=f"LG-{prefix}{i}",
+                    target=target,
+                )
+            )
+    return out
+
+
+def build_log(seed: int = 7) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    events = routine(rng, 0.0, 400) + incidents(3 * 3600) + incidents(6 * DAY)
+    # the second incident set needs distinct ids
+    for event in events[-len(incidents(0)) :]:
+        event["event_id"] += "-2"
+    events.append(
+        ev(
+            "report.filed",
+            "final-tick",
+            40 * DAY,
+            staff(1),
+            target={"kind": "meeting", "id": "x", "region": "US"},
+            category="spam",
+        )
+    )
+    return sorted(events, key=lambda e: e["occurred_at"])
+
+
+def default_rules() -> RuleSet:
+    return load_rules(CONFIG)
+
+
+def feed(events: Iterable[dict[str, Any]], rules: RuleSet | None = None) -> tuple[Engine, Shard, list[Alert]]:
+    engine, shard = Engine(rules or default_rules()), Shard()
+    alerts: list[Alert] = []
+    for raw in events:
+        alerts.extend(engine.process(shard, decoded(raw)))
+    return engine, shard, alerts
+
+
+def test_log_exercises_every_rule() -> None:
+    _, _, alerts = feed(build_log())
+    assert {a.rule_id for a in alerts} == {rule.id for rule in default_rules().rules}
+
+
+def test_same_input_gives_identical_alerts() -> None:
+    log = build_log()
+    _, _, first = feed(log)
+    _, _, second = feed(log)
+    assert len(first) >= 9
+    assert [a.to_json() for a in first] == [a.to_json() for a in second]
+    assert len({a.alert_id for a in first}) == len(first)
+
+
+def _shuffle_locally(events: list[dict[str, Any]], spread: float, seed: int) -> list[dict[str, Any]]:
+    """Reorder so that no event arrives more than ``spread`` seconds (of event time) out of place."""
+    rng = random.Random(seed)
+    keyed = [
+        (datetime.fromisoformat(e["occurred_at"]).timestamp() + rng.uniform(0, spread), i, e)
+        for i, e in enumerate(events)
+    ]
+    return [e for _, _, e in sorted(keyed)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_out_of_order_within_lateness_gives_the_same_alert_ids(seed: int) -> None:
+    log = build_log()
+    shuffled = _shuffle_locally(log, spread=120.0, seed=seed)
+    assert shuffled != log
+    _, _, expected = feed(log)
+    shuffled_engine, _, got = feed(shuffled)
+    assert shuffled_engine.stats.late == 0
+    assert sorted(a.alert_id for a in got) == sorted(a.alert_id for a in expected)
+
+
+def test_match_suppression_does_not_depend_on_arrival_order() -> None:
+    """Two undocumented takedowns by one actor 30 s apart: one incident, whatever the arrival order."""
+    first = ev("meeting.shutdown", "a1", 0, LIAISON, target={"kind": "meeting", "id": "m1", "region": "US"})
+    second = ev("meeting.shutdown", "a2", 30, LIAISON, target={"kind": "meeting", "id": "m2", "region": "US"})
+    _, _, in_order = feed([first, second])
+    _, _, reversed_order = feed([second, first])
+    assert [a.alert_id for a in reversed_order] == [a.alert_id for a in in_order]
+
+
+def test_out_of_order_threshold_alert_ends_at_its_last_event() -> None:
+    """The same burst delivered out of order gives the same alert, ending at its newest event."""
+    tagged = {"kind": "meeting", "region": "US", "tags": ["tiananmen"]}
+    burst = [
+        ev("meeting.shutdown", f"a{t}", t, LIAISON, ticket_id=f"T{t}", target={**tagged, "id": f"m{t}"})
+        for t in (0, 10, 20)
+    ]
+    _, _, in_order = feed(burst)
+    _, _, shuffled = feed([burst[0], burst[2], burst[1]])
+    assert [a.last_seen for a in in_order if a.rule_id == "takedown_burst"] == [T0 + 20]
+    assert [a.last_seen for a in shuffled if a.rule_id == "takedown_burst"] == [T0 + 20]
+    assert [a.to_json() for a in shuffled] == [a.to_json() for a in in_order]
+
+
+def test_redelivered_log_gives_the_same_alerts() -> None:
+    log = build_log()
+    # every event delivered twice: the copy three positions later
+    doubled: list[dict[str, Any]] = []
+    for i, event in enumerate(log):
+        doubled.append(event)
+        if i >= 3:
+            doubled.append(log[i - 3])
+    doubled.extend(log[-3:])
+    assert len(doubled) == 2 * len(log)
+    once, _, expected = feed(log)
+    twice, _, got = feed(doubled)
+    assert [a.to_json() for a in got] == [a.to_json() for a in expected]
+    assert twice.stats.duplicates == once.stats.duplicates + len(log)
+    assert twice.stats.events == once.stats.events
+
+
+def test_events_later_than_the_lateness_are_counted_and_seen_only_by_stateless_rules() -> None:
+    target = {"kind": "meeting", "id": "mtg-1", "region": "US", "tags": ["political"]}
+    log = [
+        ev("meeting.shutdown", "a1", 0, LIAISON, request_id="REQ-1", target=target),
+        ev(
+            "report.filed",
+            "tick",
+            600,
+            staff(1),
+            target={"kind": "meeting", "id": "x", "region": "US"},
+            category="spam",
+        ),
+        # the request, 10 minutes older than the newest event: beyond 5 minutes of lateness
+        ev(
+            "request.received",
+            "r1",
+            -20,
+            LIAISON,
+            request_id="REQ-1",
+            requester=MSS,
+            request_kind="takedown",
+            targets=[target],
+        ),
+        ev("meeting.shutdown", "a2", 200, LIAISON, target={**target, "id": "mtg-2"}),
+    ]
+    engine, _, alerts = feed(log)
+    assert engine.stats.late == 2
+    assert engine.stats.events["request.received"] == 1
+    rules = [a.rule_id for a in alerts]
+    assert "rapid_takedown" not in rules  # stateful: a late request is not paired
+    assert rules.count("undocumented_action") == 1  # stateless: a1 alerts, a2 (late) is suppressed
+    assert engine.stats.suppressed["undocumented_action"] == 1
+
+
+class RecordingStore(dict[str, Any]):
+    """A state store that remembers every key ever written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: set[str] = set()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.written.add(key)
+        super().__setitem__(key, value)
+
+
+def test_state_is_bounded_and_drains_as_windows_expire() -> None:
+    """20,000 events with distinct keys over 60 days: state follows the windows, not the history."""
+    rng = random.Random(11)
+    span = 60 * DAY
+    log: list[dict[str, Any]] = []
+    for i in range(20_000):
+        t = span * i / 20_000
+        who = {"id": f"emp-{i}", "kind": "employee", "region": "US"}
+        target = {"kind": "meeting", "id": f"mtg-{i}", "region": "US", "owner_id": f"acct-{i}"}
+        choice = i % 5
+        if choice == 0:
+            log.append(
+                ev(
+                    "request.received",
+                    f"e{i}",
+                    t,
+                    who,
+                    request_id=f"RQ-{i}",
+                    request_kind="takedown",
+                    requester={"agency": "Court", "kind": "court", "jurisdiction": "US"},
+                    targets=[target],
+                )
+            )
+        elif choice == 1:
+            log.append(
+                ev(
+                    "account.suspend",
+                    f"e{i}",
+                    t,
+                    who,
+                    request_id=f"RQ-{i - 1}",
+                    target=target,
+                    **({"ticket_id": f"T-{i}"} if rng.random() < 0.9 else {}),
+                )
+            )
+        elif choice == 2:
+            log.append(
+                ev(
+                    "data.export",
+                    f"e{i}",
+                    t,
+                    who,
+                    ticket_id=f"T-{i}",
+                    target=target,
+                    record_count=rng.randint(1, 5000),
+                    fields=["name", "email"],
+                    subject_regions={"US": 1},
+                    destination={"kind": rng.choice(["external", "internal"]), "name": "d", "region": "US"},
+                )
+            )
+        elif choice == 3:
+            log.append(
+                ev(
+                    "access.grant",
+                    f"e{i}",
+                    t,
+                    who,
+                    ticket_id=f"T-{i}",
+                    scope="oncall",
+                    grantee={"id": f"g-{i}", "kind": "employee", "region": "IE"},
+                    system={"id": f"sys-{i}", "region": "US"},
+                )
+            )
+        else:
+            user = {"id": f"u-{i}", "kind": "user", "region": "US", "created_at": iso(t - DAY)}
+            log.append(ev("report.filed", f"e{i}", t, user, target=target, category="terrorism"))
+
+    store = RecordingStore()
+    engine, shard = Engine(default_rules()), Shard(store)
+    peak = 0
+    for raw in log:
+        engine.process(shard, decoded(raw))
+        peak = max(peak, len(store))
+    seen = store.written
+    print(f"keys written {len(seen)}, peak {peak}, at end {len(store)}")
+    assert len(seen) > 20_000
+    # 30-day rules (cross_jurisdiction, cumulative_exfiltration) hold about half the span; others drain fast
+    assert peak < len(seen) * 0.5
+    at_end = len(shard.store)
+    assert at_end < len(seen) * 0.5
+    # event time moves past every window and suppression interval: the store empties
+    later = ev(
+        "report.filed",
+        "tick",
+        span + 62 * DAY,
+        staff(1),
+        target={"kind": "meeting", "id": "x", "region": "US"},
+        category="spam",
+    )
+    engine.process(shard, decoded(later))
+    assert len(shard.store) <= 1
+    assert shard.timers <= 1
+    assert sum(engine.state_size(shard).values()) <= 1
+
+
+def test_a_failing_rule_is_isolated(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = default_rules()
+    broken = rules.get("rapid_takedown")
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("rule bug")
+
+    monkeypatch.setattr(broken, "apply", boom)
+    _, _, expected = feed(build_log(), load_rules(CONFIG))
+    engine, _, alerts = feed(build_log(), rules)
+    assert engine.stats.rule_errors["rapid_takedown"] > 0
+    assert set(engine.stats.rule_errors) == {"rapid_takedown"}
+    assert "rapid_takedown" not in {a.rule_id for a in alerts}
+    others = [a.to_json() for a in expected if a.rule_id != "rapid_takedown"]
+    assert [a.to_json() for a in alerts] == others
+    # logs name the rule and the event id, never the event
+    assert any("rule rapid_takedown failed on event" in r.getMessage() for r in caplog.records)
+    assert not any("Ministry" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failing_route_or_timer_is_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = default_rules()
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("broken")
+
+    monkeypatch.setattr(rules.get("bulk_export"), "route", boom)
+    monkeypatch.setattr(rules.get("unlogged_request"), "advance", boom)
+    engine, _, alerts = feed(build_log(), rules)
+    assert engine.stats.rule_errors["bulk_export"] == sum(engine.stats.events.values())
+    assert engine.stats.rule_errors["unlogged_request"] > 0
+    fired = {a.rule_id for a in alerts}
+    assert "bulk_export" not in fired
+    assert "unlogged_request" not in fired
+    assert {"rapid_takedown", "cross_jurisdiction", "cumulative_exfiltration", "fabricated_reports"} <= fired

@@ -1,0 +1,158 @@
+"""The live worker against the embedded broker: same alerts as backtest, state that survives a
+restart, dead letters with reasons. Each test runs real ``modwatch worker`` processes."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from streams.backtest import run_backtest
+from streams.broker import create_topics
+from streams.config import load_rules
+from streams.replay import replay
+from streams.topology import input_key
+
+from .worker_harness import REPO, WorkerProcess, alert_ids, read_topic, worker_env
+
+pytestmark = pytest.mark.broker
+
+EXAMPLE = REPO / "examples" / "events.jsonl"
+
+
+def backtest_alerts(path: Path) -> dict[str, dict[str, object]]:
+    result = run_backtest([str(path)], load_rules(REPO / "config"))
+    return {a.alert_id: a.to_dict() for a in result.alerts}
+
+
+def replay_file(bootstrap: str, prefix: str, path: Path, partitions: int = 1) -> None:
+    stats = replay([str(path)], bootstrap, lambda _t: f"{prefix}.events", input_key, partitions=partitions,
+                   out=io.StringIO())  # fmt: skip
+    assert stats.rejected_total == 0
+
+
+def live_alerts(records: list[object]) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for record in records:
+        alert = json.loads(record.value)  # type: ignore[attr-defined]
+        previous = out.setdefault(alert["alert_id"], alert)
+        assert previous == alert, "a repeated alert id must carry the same alert"
+    return out
+
+
+def test_live_worker_matches_backtest(broker, unique_prefix, tmp_path):
+    expected = backtest_alerts(EXAMPLE)
+    assert len(expected) > 20
+    worker = WorkerProcess(worker_env(broker.bootstrap, unique_prefix, tmp_path), tmp_path / "worker.log").start()
+    try:
+        replay_file(broker.bootstrap, unique_prefix, EXAMPLE)
+        records = read_topic(broker.bootstrap, f"{unique_prefix}.alerts",
+                             until=lambda r: alert_ids(r) >= set(expected), timeout=120)  # fmt: skip
+        assert worker.alive(), worker.log_tail()
+    finally:
+        worker.stop()
+    live = live_alerts(records)
+    assert set(live) == set(expected), worker.log_tail()
+    for alert_id, alert in expected.items():
+        assert live[alert_id] == alert
+    # The record timestamp is the alert's event time; the key is its id.
+    first = records[0]
+    assert first.key.decode() == json.loads(first.value)["alert_id"]
+    from streams.alerts import _parse_iso
+
+    assert first.timestamp == round(_parse_iso(json.loads(first.value)["last_seen"]) * 1000)
+
+
+def test_state_survives_a_graceful_restart(broker, unique_prefix, tmp_path):
+    """Stop the worker halfway through the log and start a new one: windows opened before the
+    restart (a sequence's request, a threshold's first reports) still complete after it."""
+    lines = EXAMPLE.read_text().splitlines(keepends=True)
+    cut = _cut_inside_incidents(lines)
+    first_half, second_half = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first_half.write_text("".join(lines[:cut]))
+    second_half.write_text("".join(lines[cut:]))
+    expected = backtest_alerts(EXAMPLE)
+    env = worker_env(broker.bootstrap, unique_prefix, tmp_path)
+    alerts_topic = f"{unique_prefix}.alerts"
+
+    worker = WorkerProcess(env, tmp_path / "worker1.log").start()
+    try:
+        replay_file(broker.bootstrap, unique_prefix, first_half)
+        before_cut = {k for k, v in expected.items() if str(v["last_seen"]) < _time_of(lines[cut - 1])}
+        read_topic(broker.bootstrap, alerts_topic, until=lambda r: alert_ids(r) >= before_cut, timeout=120)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    worker = WorkerProcess(env, tmp_path / "worker2.log").start()
+    try:
+        replay_file(broker.bootstrap, unique_prefix, second_half)
+        records = read_topic(broker.bootstrap, alerts_topic, until=lambda r: alert_ids(r) >= set(expected),
+                             timeout=150)  # fmt: skip
+    finally:
+        worker.stop()
+    live = live_alerts(records)
+    assert set(live) == set(expected), worker.log_tail()
+    log = (tmp_path / "worker2.log").read_text(errors="replace")
+    assert "Recovery" in log or "recover" in log.lower()
+
+
+def _time_of(line: str) -> str:
+    return json.loads(line)["occurred_at"]
+
+
+def _cut_inside_incidents(lines: list[str]) -> int:
+    """A cut between the Tiananmen request and its takedowns, so the restart lands mid-window."""
+    for index, line in enumerate(lines):
+        event = json.loads(line)
+        if event.get("scenario") == "tiananmen_shutdown" and event["event_type"] == "request.received":
+            return index + 1
+    raise AssertionError("the example log lost its tiananmen_shutdown scenario")
+
+
+def test_bad_records_go_to_the_deadletter_topic(broker, unique_prefix, tmp_path):
+    topic = f"{unique_prefix}.events"
+    create_topics(broker.bootstrap, {topic: 1})
+    good = [json.loads(line) for line in EXAMPLE.read_text().splitlines()[:40]]
+    bad = [
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "not_object"),
+        (b"\xff\xfe\xfa", "invalid_utf8"),
+        (json.dumps({**good[0], "event_id": "naive-1", "occurred_at": "2020-05-01T00:00:00"}).encode(),
+         "contract_violation"),  # fmt: skip
+        (json.dumps({**good[0], "event_id": "odd-1", "event_type": "meeting.teleport"}).encode(), "unknown_event_type"),
+    ]
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for index, event in enumerate(good):
+        producer.send(topic, json.dumps(event).encode(), key=b"k")
+        if index % 8 == 0 and index // 8 < len(bad):
+            producer.send(topic, bad[index // 8][0], key=b"bad", headers=[("origin", b"test")])
+    producer.flush()
+    producer.close()
+    expected = set(backtest_alerts_for(good, tmp_path))
+    assert expected, "the good records must produce alerts for this test to mean anything"
+    worker = WorkerProcess(worker_env(broker.bootstrap, unique_prefix, tmp_path), tmp_path / "worker.log").start()
+    try:
+        dead = read_topic(broker.bootstrap, f"{unique_prefix}.deadletter", until=lambda r: len(r) >= len(bad))
+        alerts = read_topic(broker.bootstrap, f"{unique_prefix}.alerts", until=lambda r: alert_ids(r) >= expected)
+    finally:
+        worker.stop()
+    assert len(dead) == len(bad)
+    reasons = []
+    for record, (raw, reason) in zip(dead, bad, strict=True):
+        headers = dict(record.headers)
+        assert record.value == raw  # the original bytes, untouched
+        assert headers["mw-dl-topic"] == topic.encode()
+        assert headers["mw-dl-partition"] == b"0"
+        assert int(headers["mw-dl-offset"]) >= 0
+        assert headers["origin"] == b"test"  # the producer's own headers are kept
+        reasons.append(headers["mw-dl-reason"].decode())
+    assert reasons == [reason for _, reason in bad]
+    assert alert_ids(alerts) == expected  # the good records around the bad ones were processed
+
+
+def backtest_alerts_for(events: list[dict[str, object]], tmp_path: Path) -> dict[str, dict[str, object]]:
+    path = tmp_path / "good.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return backtest_alerts(path)
