@@ -67,8 +67,9 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     engine = Engine(ruleset, lateness=settings.lateness_seconds)
     topics = {
         "input": app.topic(*settings.topics.input_topics(), value_serializer="raw", key_serializer="raw"),
-        "keyed": app.topic(settings.topics.keyed, partitions=partitions, value_serializer="raw",
-                           key_serializer="raw", internal=True),  # fmt: skip
+        "keyed": app.topic(
+            settings.topics.keyed, partitions=partitions, value_serializer="raw", key_serializer="raw", internal=True
+        ),
         "alerts": app.topic(settings.topics.alerts, value_serializer="raw", key_serializer="raw"),
         "deadletter": app.topic(settings.topics.deadletter, value_serializer="raw", key_serializer="raw"),
     }
@@ -114,7 +115,7 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         for record in router.tick():
             await send(record)
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any = None, **kwargs: Any) -> None:
         # Streams resume only after the table is recovered; shards are rebuilt on first use.
         evaluator.reset()

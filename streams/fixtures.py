@@ -159,7 +159,7 @@ def run_case(ruleset: RuleSet, case: Case, file: str = "") -> CaseResult:
 
 
 def run_fixtures(ruleset: RuleSet, paths: list[Path]) -> list[CaseResult]:
-    results = []
+    results: list[CaseResult] = []
     for path in paths:
         fixture = load_fixture(path)
         results.extend(run_case(ruleset, case, str(path)) for case in fixture.cases)

@@ -31,7 +31,7 @@ class Line:
 def _open(path: Path) -> IO[bytes]:
     try:
         if path.suffix == ".gz":
-            return gzip.open(path, "rb")
+            return gzip.open(path, "rb")  # type: ignore[return-value]
         return path.open("rb")
     except OSError as exc:
         raise LogFileError(f"{path}: {exc.strerror or exc}") from exc

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import kafka.errors
 from kafka import KafkaProducer
 
-from .broker import BrokerError, client_config, create_topics
+from .broker import BrokerError, client_config, create_topics, ping
 from .decode import Decoded, Rejected, decode
 from .logio import DeadLetterFile, Line, check_readable, iter_lines
 from .progress import Progress
@@ -180,6 +180,10 @@ class _Sender:
         self.created: list[str] = []
         self._known: set[str] = set()
         config = {**_PRODUCER_DEFAULTS, **(producer_config or {}), "bootstrap_servers": bootstrap}
+        try:
+            ping(bootstrap, config.get("bootstrap_timeout_ms", 10_000) / 1000)
+        except BrokerError as exc:
+            raise ReplayError(str(exc)) from exc
         try:
             self.producer = KafkaProducer(**client_config(KafkaProducer, config))
         except kafka.errors.KafkaError as exc:

@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     kafka: KafkaSecurity = KafkaSecurity()
     topics: Topics = Topics()
     lateness_seconds: float = Field(default=300.0, ge=0)
-    idle_source_seconds: float = Field(default=10.0, gt=0)  # an input partition silent this long stops holding the watermark back
-    tick_seconds: float = Field(default=0.5, gt=0)  # how often event time is broadcast to the keyed partitions
+    # An input partition silent this long stops holding the watermark back.
+    idle_source_seconds: float = Field(default=10.0, gt=0)
+    tick_seconds: float = Field(default=0.5, gt=0)  # how often event time is broadcast to keyed partitions
     max_record_bytes: int = Field(default=1024 * 1024, ge=1024)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)

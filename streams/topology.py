@@ -70,7 +70,9 @@ class Headers:
         )
 
 
-def event_headers(source: str, keys: list[str], primary: bool, event_type: str, event_id: str) -> list[tuple[str, bytes]]:
+def event_headers(
+    source: str, keys: list[str], primary: bool, event_type: str, event_id: str
+) -> list[tuple[str, bytes]]:
     return [
         (H_SOURCE, source.encode()),
         (H_KEYS, "\n".join(keys).encode()),

@@ -12,9 +12,7 @@ from streams.broker import EmbeddedBroker
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, object, object]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
     """Keep each phase's report on the item, so fixtures can tell at teardown whether the test failed."""
     report = yield
     setattr(item, f"_report_{call.when}", report)

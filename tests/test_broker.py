@@ -71,9 +71,7 @@ def test_stop_on_exception_inside_the_with_block() -> None:
     assert pid is not None and not _alive(pid)
 
 
-def test_roundtrip_keys_timestamps_headers_over_three_partitions(
-    broker: EmbeddedBroker, unique_prefix: str
-) -> None:
+def test_roundtrip_keys_timestamps_headers_over_three_partitions(broker: EmbeddedBroker, unique_prefix: str) -> None:
     topic = f"{unique_prefix}-events"
     assert create_topics(broker.bootstrap, {topic: 3}) == [topic]
     assert create_topics(broker.bootstrap, {topic: 3}) == []  # idempotent
@@ -187,9 +185,7 @@ def test_a_crashing_owner_does_not_leak_the_broker(ending: str) -> None:
         raise RuntimeError("test run crashed")
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == (-signal.SIGKILL if ending == "sigkill" else 1), proc.stderr
     pid, log_dir = proc.stdout.split()
     shutil.rmtree(log_dir, ignore_errors=True)  # a SIGKILLed owner cannot clean up its temp dir

@@ -306,73 +306,36 @@ class RecordingStore(dict[str, Any]):
         super().__setitem__(key, value)
 
 
+def distinct_key_event(i: int, t: float, rng: random.Random) -> dict[str, Any]:
+    """Event ``i`` of a log where every actor, target, request and grantee is new."""
+    who = {"id": f"emp-{i}", "kind": "employee", "region": "US"}
+    target = {"kind": "meeting", "id": f"mtg-{i}", "region": "US", "owner_id": f"acct-{i}"}
+    court = {"agency": "Court", "kind": "court", "jurisdiction": "US"}
+    ticket = {"ticket_id": f"T-{i}"} if rng.random() < 0.9 else {}
+    destination = {"kind": rng.choice(["external", "internal"]), "name": "d", "region": "US"}
+    grantee = {"id": f"g-{i}", "kind": "employee", "region": "IE"}
+    reporter = {"id": f"u-{i}", "kind": "user", "region": "US", "created_at": iso(t - DAY)}
+    kind = i % 5
+    if kind == 0:
+        return ev("request.received", f"e{i}", t, who, request_id=f"RQ-{i}", request_kind="takedown",
+                  requester=court, targets=[target])  # fmt: skip
+    if kind == 1:
+        return ev("account.suspend", f"e{i}", t, who, request_id=f"RQ-{i - 1}", target=target, **ticket)
+    if kind == 2:
+        count = rng.randint(1, 5000)
+        return ev("data.export", f"e{i}", t, who, target=target, record_count=count, fields=["name", "email"],
+                  subject_regions={"US": 1}, destination=destination, **ticket)  # fmt: skip
+    if kind == 3:
+        return ev("access.grant", f"e{i}", t, who, scope="oncall", grantee=grantee,
+                  system={"id": f"sys-{i}", "region": "US"}, **ticket)  # fmt: skip
+    return ev("report.filed", f"e{i}", t, reporter, target=target, category="terrorism")
+
+
 def test_state_is_bounded_and_drains_as_windows_expire() -> None:
     """20,000 events with distinct keys over 60 days: state follows the windows, not the history."""
     rng = random.Random(11)
     span = 60 * DAY
-    log: list[dict[str, Any]] = []
-    for i in range(20_000):
-        t = span * i / 20_000
-        who = {"id": f"emp-{i}", "kind": "employee", "region": "US"}
-        target = {"kind": "meeting", "id": f"mtg-{i}", "region": "US", "owner_id": f"acct-{i}"}
-        choice = i % 5
-        if choice == 0:
-            log.append(
-                ev(
-                    "request.received",
-                    f"e{i}",
-                    t,
-                    who,
-                    request_id=f"RQ-{i}",
-                    request_kind="takedown",
-                    requester={"agency": "Court", "kind": "court", "jurisdiction": "US"},
-                    targets=[target],
-                )
-            )
-        elif choice == 1:
-            log.append(
-                ev(
-                    "account.suspend",
-                    f"e{i}",
-                    t,
-                    who,
-                    request_id=f"RQ-{i - 1}",
-                    target=target,
-                    **({"ticket_id": f"T-{i}"} if rng.random() < 0.9 else {}),
-                )
-            )
-        elif choice == 2:
-            log.append(
-                ev(
-                    "data.export",
-                    f"e{i}",
-                    t,
-                    who,
-                    ticket_id=f"T-{i}",
-                    target=target,
-                    record_count=rng.randint(1, 5000),
-                    fields=["name", "email"],
-                    subject_regions={"US": 1},
-                    destination={"kind": rng.choice(["external", "internal"]), "name": "d", "region": "US"},
-                )
-            )
-        elif choice == 3:
-            log.append(
-                ev(
-                    "access.grant",
-                    f"e{i}",
-                    t,
-                    who,
-                    ticket_id=f"T-{i}",
-                    scope="oncall",
-                    grantee={"id": f"g-{i}", "kind": "employee", "region": "IE"},
-                    system={"id": f"sys-{i}", "region": "US"},
-                )
-            )
-        else:
-            user = {"id": f"u-{i}", "kind": "user", "region": "US", "created_at": iso(t - DAY)}
-            log.append(ev("report.filed", f"e{i}", t, user, target=target, category="terrorism"))
-
+    log = [distinct_key_event(i, span * i / 20_000, rng) for i in range(20_000)]
     store = RecordingStore()
     engine, shard = Engine(default_rules()), Shard(store)
     peak = 0
@@ -380,7 +343,6 @@ def test_state_is_bounded_and_drains_as_windows_expire() -> None:
         engine.process(shard, decoded(raw))
         peak = max(peak, len(store))
     seen = store.written
-    print(f"keys written {len(seen)}, peak {peak}, at end {len(store)}")
     assert len(seen) > 20_000
     # 30-day rules (cross_jurisdiction, cumulative_exfiltration) hold about half the span; others drain fast
     assert peak < len(seen) * 0.5

@@ -173,9 +173,7 @@ def test_dry_run_decodes_and_counts_but_sends_nothing(tmp_path: Path) -> None:
 def test_speed_preserves_event_time_gaps(broker: EmbeddedBroker, unique_prefix: str, tmp_path: Path) -> None:
     log = tmp_path / "events.jsonl"
     _write_log(log, [_suspend("a", "2024-03-01T10:00:00Z"), _suspend("b", "2024-03-01T10:00:02Z")])
-    stats = replay(
-        [str(log)], broker.bootstrap, _topic_for(unique_prefix), _key_for, speed=2.0, out=io.StringIO()
-    )
+    stats = replay([str(log)], broker.bootstrap, _topic_for(unique_prefix), _key_for, speed=2.0, out=io.StringIO())
     assert stats.sent == 2
     assert stats.elapsed >= 0.95  # 2 s of event time at speed 2; machines are noisy, so no upper bound
 
@@ -184,11 +182,29 @@ def test_rate_paces_events_per_second(broker: EmbeddedBroker, unique_prefix: str
     log = tmp_path / "events.jsonl"
     same_time = [_suspend(f"r{i}", "2024-03-01T10:00:00Z") for i in range(6)]
     _write_log(log, same_time)
-    stats = replay(
-        [str(log)], broker.bootstrap, _topic_for(unique_prefix), _key_for, rate=10.0, out=io.StringIO()
-    )
+    stats = replay([str(log)], broker.bootstrap, _topic_for(unique_prefix), _key_for, rate=10.0, out=io.StringIO())
     assert stats.sent == 6
     assert stats.elapsed >= 0.45  # five gaps of 0.1 s
+
+
+def test_a_record_the_producer_refuses_is_a_dead_letter_not_a_crash(
+    broker: EmbeddedBroker, unique_prefix: str, tmp_path: Path
+) -> None:
+    log, dead = tmp_path / "events.jsonl", tmp_path / "dead.jsonl"
+    big = {**_suspend("big", "2024-03-01T10:00:01Z"), "reason": "x" * 1900}
+    _write_log(log, [_suspend("small", "2024-03-01T10:00:00Z"), big, _suspend("after", "2024-03-01T10:00:02Z")])
+    out = io.StringIO()
+    stats = replay(
+        [str(log)], broker.bootstrap, _topic_for(unique_prefix), _key_for,
+        deadletter=str(dead), producer_config={"max_request_size": 1500}, out=out,
+    )  # fmt: skip
+    assert (stats.sent, stats.failed, stats.rejected) == (2, 1, {})
+    assert "1 events were not acknowledged" in out.getvalue()
+    [letter] = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert (letter["line"], letter["reason"]) == (2, "send_failed")
+    assert "MessageSizeTooLarge" in letter["detail"] and json.loads(letter["raw"])["event_id"] == "big"
+    sent = consume_all(broker.bootstrap, f"{unique_prefix}-account", idle_seconds=0.5)
+    assert [json.loads(r.value)["event_id"] for r in sent] == ["small", "after"]
 
 
 def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:

@@ -119,8 +119,10 @@ def test_bad_records_go_to_the_deadletter_topic(broker, unique_prefix, tmp_path)
         (b"{not json", "invalid_json"),
         (b"[1, 2]", "not_object"),
         (b"\xff\xfe\xfa", "invalid_utf8"),
-        (json.dumps({**good[0], "event_id": "naive-1", "occurred_at": "2020-05-01T00:00:00"}).encode(),
-         "contract_violation"),  # fmt: skip
+        (
+            json.dumps({**good[0], "event_id": "naive-1", "occurred_at": "2020-05-01T00:00:00"}).encode(),
+            "contract_violation",
+        ),
         (json.dumps({**good[0], "event_id": "odd-1", "event_type": "meeting.teleport"}).encode(), "unknown_event_type"),
     ]
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
@@ -140,7 +142,7 @@ def test_bad_records_go_to_the_deadletter_topic(broker, unique_prefix, tmp_path)
         worker.stop()
     assert len(dead) == len(bad)
     reasons = []
-    for record, (raw, reason) in zip(dead, bad, strict=True):
+    for record, (raw, _) in zip(dead, bad, strict=True):
         headers = dict(record.headers)
         assert record.value == raw  # the original bytes, untouched
         assert headers["mw-dl-topic"] == topic.encode()

@@ -3,4 +3,6 @@
 from . import absence, cardinality, match, sequence, threshold
 from .base import RULE_KINDS, Hit, Role, Rule, RuleConfig
 
-__all__ = ["RULE_KINDS", "Hit", "Role", "Rule", "RuleConfig", "absence", "cardinality", "match", "sequence", "threshold"]
+__all__ = [
+    "RULE_KINDS", "Hit", "Role", "Rule", "RuleConfig", "absence", "cardinality", "match", "sequence", "threshold",
+]

@@ -223,7 +223,7 @@ def compile_predicate(pred: Predicate | None, lists: dict[str, list[str]]) -> Te
     return _compile_condition(pred, lists)
 
 
-def _compile_condition(cond: Condition, lists: dict[str, list[str]]) -> Test:  # noqa: C901 - a dispatch table
+def _compile_condition(cond: Condition, lists: dict[str, list[str]]) -> Test:
     get = compile_path(cond.field)
     op, arg = cond.operator()
     if op == "exists":

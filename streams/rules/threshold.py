@@ -88,9 +88,9 @@ class Windowed(Rule):
         out = []
         for name, get, allowed in self.groups:
             for value in get(ctx):
-                if isinstance(value, str | int) and not isinstance(value, bool):
-                    if allowed is None or value in allowed:
-                        out.append((f"{name}={value}", "event"))
+                usable = isinstance(value, str | int) and not isinstance(value, bool)
+                if usable and (allowed is None or value in allowed):
+                    out.append((f"{name}={value}", "event"))
         return out
 
     def reached(self, total: float) -> bool:

@@ -7,6 +7,7 @@ never silently. A failing endpoint delays delivery, never the stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 
@@ -52,10 +53,8 @@ class WebhookSink:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _run(self) -> None:
         assert self.queue is not None
@@ -72,7 +71,7 @@ class WebhookSink:
                                 self.stats["sent" if resp.status < 400 else "rejected"] += 1
                                 break
                             self.stats["failures"] += 1
-                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    except (TimeoutError, aiohttp.ClientError, OSError):
                         self.stats["failures"] += 1
                     log.warning("webhook delivery of %s failed; retrying in %.1fs", alert.alert_id, backoff)
                     await asyncio.sleep(backoff)
