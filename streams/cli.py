@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,8 +92,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def cmd_rules_validate(args: argparse.Namespace) -> int:
     ruleset = _load(args.config)
-    live = sum(1 for r in ruleset.rules if r.config.mode == "live")
-    print(f"{ruleset.source}: {len(ruleset.rules)} rules OK ({live} live, {len(ruleset.rules) - live} shadow)")
+    modes = Counter(r.config.mode for r in ruleset.rules)
+    detail = ", ".join(f"{modes[m]} {m}" for m in ("live", "shadow", "observe") if modes[m] or m != "observe")
+    print(f"{ruleset.source}: {len(ruleset.rules)} rules OK ({detail})")
     return 0
 
 

@@ -124,9 +124,12 @@ def load_rules(config_dir: str | Path) -> RuleSet:
             continue
         try:
             rule = RULE_KINDS[config.kind](config, lists)
-            scorer.bind(rule)
         except (ValueError, UnknownListError) as exc:
             raise ConfigError(f"{rules_path}: {label}: {exc}") from None
+        try:
+            scorer.bind(rule)
+        except ValueError as exc:
+            raise ConfigError(f"{rules_path}: {label}: score.boosters: {exc}") from None
         rules.append(rule)
     return RuleSet(tuple(rules), scorer, lists, str(base))
 

@@ -17,6 +17,7 @@ is late: counted, and only stateless rules still see it.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 from collections import Counter
@@ -27,7 +28,8 @@ from typing import Any
 from .alerts import Alert, Template, alert_id, labels_for
 from .config import RuleSet
 from .decode import Decoded
-from .rules.base import Hit, Role, Rule
+from .regions import region_label
+from .rules.base import ACTION_TYPES, Hit, Role, Rule
 from .rules.predicate import Context
 
 log = logging.getLogger(__name__)
@@ -35,16 +37,52 @@ log = logging.getLogger(__name__)
 MAX_ALERT_IDS = 32  # alert ids remembered per rule and key, to drop redelivered duplicates
 
 
+# Request-to-action latency buckets (seconds): dense around the one-minute processing requirement so
+# that "acted within 60 s of the request" is a bucket boundary, then the hours and a day of routine,
+# lawful handling.
+LATENCY_BUCKETS = (5.0, 15.0, 30.0, 45.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86400.0)
+DEFAULT_PERSONAL_FIELDS = frozenset({"name", "email", "ip_address", "phone", "address", "user_id", "account_id"})
+
+
+class Histogram:
+    """Bucket counts (not cumulative), sum and count: cheap to update, exported at scrape time."""
+
+    __slots__ = ("buckets", "count", "counts", "sum")
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
 @dataclass
 class EngineStats:
-    """Counters the engine keeps; the metrics module and the backtest summary read them."""
+    """Counters the engine keeps; the metrics module and the backtest summary read them.
+    Label values are bounded: event types, rule ids, severities, ISO regions or ``other``."""
 
     events: Counter[str] = field(default_factory=Counter)  # by event type
+    events_by_region: Counter[tuple[str, str]] = field(default_factory=Counter)  # (event type, region)
+    actions: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)  # (type, region, linked, ticketed)
+    exported: Counter[tuple[str, str]] = field(default_factory=Counter)  # (destination kind, personal) -> records
+    request_latency: dict[tuple[str, str], Histogram] = field(default_factory=dict)  # (jurisdiction, kind)
     late: int = 0
     duplicates: int = 0
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, severity)
     suppressed: Counter[str] = field(default_factory=Counter)  # by rule
     rule_errors: Counter[str] = field(default_factory=Counter)  # by rule
+
+    def observe_latency(self, jurisdiction: str, kind: str, seconds: float) -> None:
+        key = (jurisdiction, kind)
+        hist = self.request_latency.get(key)
+        if hist is None:
+            hist = self.request_latency[key] = Histogram(LATENCY_BUCKETS)
+        hist.observe(seconds)
 
 
 class Shard:
@@ -129,6 +167,7 @@ class Engine:
         self.recent = RecentIds()
         self.templates = {rule.id: Template(rule.config.summary) for rule in self.rules}
         self.suppress = {rule.id: _suppress_interval(rule) for rule in self.rules}
+        self.personal_fields = frozenset(ruleset.lists.get("personal_fields", DEFAULT_PERSONAL_FIELDS))
 
     # -- 1. routing ---------------------------------------------------------------------------
     def route(self, decoded: Decoded) -> dict[str, list[Role]]:
@@ -227,7 +266,7 @@ class Engine:
         if not self.recent.add(decoded.event.event_id, decoded.ts):
             self.stats.duplicates += 1
             return []
-        self.stats.events[decoded.event.event_type] += 1
+        self.observe_event(decoded)
         late = decoded.ts < self.watermark(shard)
         if late:
             self.stats.late += 1
@@ -237,6 +276,28 @@ class Engine:
             alerts.extend(self.apply(shard, decoded, key, roles, late))
         alerts.extend(self.advance(shard))
         return alerts
+
+    def observe_event(self, decoded: Decoded) -> None:
+        """Count an event for the metrics (once per event, even when it reaches several keys)."""
+        view, stats = decoded.view, self.stats
+        event_type = decoded.event.event_type
+        stats.events[event_type] += 1
+        target = view.get("target")
+        target_region = target.get("region") if isinstance(target, dict) else None
+        actor = view.get("actor")
+        region = region_label(target_region or (actor.get("region") if isinstance(actor, dict) else None))
+        stats.events_by_region[(event_type, region)] += 1
+        ticketed = "yes" if view.get("ticket_id") else "no"
+        if event_type in ACTION_TYPES:
+            linked = "yes" if view.get("request_id") else "no"
+            stats.actions[(event_type, region, linked, ticketed)] += 1
+        elif event_type == "data.export":
+            destination = view.get("destination")
+            kind = str(destination.get("kind")) if isinstance(destination, dict) else "other"
+            fields = view.get("fields") or ()
+            personal = "yes" if any(f in self.personal_fields for f in fields if isinstance(f, str)) else "no"
+            count = view.get("record_count")
+            stats.exported[(kind, personal)] += count if isinstance(count, int) else 0
 
     # -- internals ----------------------------------------------------------------------------
     def _store(self, shard: Shard, key: str, record: dict[str, Any]) -> None:
@@ -250,18 +311,35 @@ class Engine:
         """Score a hit and decide: a new alert, a duplicate of one already sent, or suppressed."""
         new_id = alert_id(rule.id, key, hit.anchor)
         sup = entry[1]
+        if rule.config.mode == "observe":
+            self._observe(hit, new_id, entry)
+            return None
         if sup is not None and new_id in sup[1]:
             # The same incident again (a later event in the same window, or a redelivery that got
             # past the id checks): never a second alert; counted with the suppressed.
             self.stats.suppressed[rule.id] += 1
             return None
-        if sup is not None and abs(hit.ts - sup[0]) < self.suppress[rule.id]:
+        if sup is not None and not rule.bucketed and abs(hit.ts - sup[0]) < self.suppress[rule.id]:
             sup[1] = [*sup[1], new_id][-MAX_ALERT_IDS:]
             self.stats.suppressed[rule.id] += 1
             return None
         ids = sup[1] if sup is not None else []
         entry[1] = [hit.ts, [*ids, new_id][-MAX_ALERT_IDS:]]
         return self.build(rule, key, hit, new_id)
+
+    def _observe(self, hit: Hit, new_id: str, entry: list[Any]) -> None:
+        """An ``observe`` rule feeds the request-to-action latency histogram instead of alerting."""
+        ids = entry[1][1] if entry[1] is not None else []
+        if new_id in ids:
+            return
+        entry[1] = [hit.ts, [*ids, new_id][-MAX_ALERT_IDS:]]
+        first = hit.first or {}
+        requester = first.get("requester")
+        if not isinstance(requester, dict):
+            requester = {}
+        seconds = hit.facts.get("latency_seconds")
+        if isinstance(seconds, int | float):
+            self.stats.observe_latency(region_label(requester.get("jurisdiction")), str(requester.get("kind")), seconds)
 
     def build(self, rule: Rule, key: str, hit: Hit, new_id: str) -> Alert:
         score = self.ruleset.scorer.score(rule, hit)

@@ -185,7 +185,7 @@ class Evaluator:
             return []
         late = out.ts < self.engine.watermark(shard)
         if meta.primary:
-            self.engine.stats.events[out.event.event_type] += 1
+            self.engine.observe_event(out)
             if late:
                 self.engine.stats.late += 1
         if meta.source:

@@ -80,7 +80,9 @@ class RuleConfig(BaseModel):
     description: str = ""
     summary: str = Field(min_length=1, max_length=1000)
     score: ScoreSpec
-    mode: Literal["live", "shadow"] = "live"
+    # live: alerts go everywhere; shadow: recorded and counted, never sent to pagers or webhooks;
+    # observe: no alerts at all, hits only feed metrics (the request-to-action latency histogram).
+    mode: Literal["live", "shadow", "observe"] = "live"
     enabled: bool = True
     suppress: Duration | None = None  # default: the rule's window, or 1h
 
@@ -129,6 +131,8 @@ class Rule(ABC):
     config_model: ClassVar[type[RuleConfig]]
     kind: ClassVar[str]
     stateful: ClassVar[bool] = True
+    # True when the rule's anchors already make one incident per time bucket (no interval check).
+    bucketed: ClassVar[bool] = False
 
     def __init__(self, config: RuleConfig, lists: dict[str, list[str]]) -> None:
         self.config = config

@@ -13,7 +13,7 @@ from pydantic import Field
 from .base import Hit, RuleConfig, State, describe, register
 from .duration import format_duration
 from .predicate import Context, compile_path
-from .threshold import Windowed, WindowedConfig, add_id
+from .threshold import Windowed, WindowedConfig, add_id, in_window, remember_latest, window_hit
 
 
 class CardinalityConfig(WindowedConfig):
@@ -38,6 +38,7 @@ class CardinalityRule(Windowed):
             state = {"v": {}, "i": []}
         if not add_id(state["i"], ts, view["event_id"]):
             return state, []
+        remember_latest(state, ts, view)
         seen: dict[str, float] = state["v"]
         for value in self.values(Context(view, ts)):
             if isinstance(value, str | int) and not isinstance(value, bool):
@@ -56,17 +57,8 @@ class CardinalityRule(Windowed):
                 best_end, best = end, distinct
         if not self.reached(best):
             return state, []
-        lo = best_end - self.size
-        ids = [i for t, i in state["i"] if lo < t <= best_end]
-        first = next((t for t, _ in state["i"] if lo < t), ts)
-        hit = Hit(
-            anchor=ids[0] if ids else view["event_id"],
-            ts=ts,
-            first_seen=first,
-            event_ids=ids,
-            view=view,
-            facts={"distinct": best, "window": format_duration(self.size)},
-        )
+        hit = window_hit(state, in_window(state["i"], best_end - self.size, best_end), ts, view)
+        hit.facts = {"distinct": best, "window": format_duration(self.size)}
         return state, [hit]
 
     def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .base import Hit, Rule, RuleConfig, Selector, State, describe, register, selector_test
+from .base import Hit, Rule, RuleConfig, Selector, State, compact, describe, register, selector_test
 from .duration import Duration, format_duration
 from .predicate import Context, compile_path
 
@@ -104,6 +104,34 @@ class Windowed(Rule):
         return f"above {self.wcfg.above:g}"
 
 
+def in_window(ids: list[list[Any]], lo: float, hi: float) -> list[list[Any]]:
+    return [entry for entry in ids if lo < entry[0] <= hi]
+
+
+def remember_latest(state: dict[str, Any], ts: float, view: dict[str, Any]) -> None:
+    """Keep the newest event's fields, so an alert describes the window's last event even when an
+    older event arrived last (out of order)."""
+    latest = state.get("lv")
+    if latest is None or ts >= latest[0]:
+        state["lv"] = [ts, compact(view)]
+
+
+def window_hit(state: dict[str, Any], window: list[list[Any]], ts: float, view: dict[str, Any]) -> Hit:
+    """A hit over the events of a window: anchored on its first event, ending at its last."""
+    if not window:
+        return Hit(anchor=view["event_id"], ts=ts, first_seen=ts, event_ids=[view["event_id"]], view=view)
+    last_ts = window[-1][0]
+    latest = state.get("lv")
+    last_view = latest[1] if latest is not None and latest[0] == last_ts else view
+    return Hit(
+        anchor=window[0][1],
+        ts=last_ts,
+        first_seen=window[0][0],
+        event_ids=[event_id for _, event_id in window],
+        view=last_view,
+    )
+
+
 def add_id(ids: list[list[Any]], ts: float, event_id: str) -> bool:
     """Insert (ts, id) in time order; False if the id is already there (a redelivery)."""
     for _, known in ids:
@@ -135,6 +163,7 @@ class ThresholdRule(Windowed):
             state = {"b": [], "i": []}
         if not add_id(state["i"], ts, view["event_id"]):
             return state, []
+        remember_latest(state, ts, view)
         buckets: list[list[float]] = state["b"]
         start = math.floor(ts / self.res) * self.res
         pos = bisect.bisect_left(buckets, [start])
@@ -146,17 +175,9 @@ class ThresholdRule(Windowed):
         best_end, total, count = self._best_window(buckets, pos)
         if not self.reached(total):
             return state, []
-        lo = best_end - self.size
-        ids = [i for t, i in state["i"] if lo < t <= best_end + self.res]
-        first = next((t for t, _ in state["i"] if lo < t), ts)
-        hit = Hit(
-            anchor=ids[0] if ids else view["event_id"],
-            ts=ts,
-            first_seen=first,
-            event_ids=ids,
-            view=view,
-            facts={"total": total, "count": int(count), "window": format_duration(self.size)},
-        )
+        window = in_window(state["i"], best_end - self.size, best_end + self.res)
+        hit = window_hit(state, window, ts, view)
+        hit.facts = {"total": total, "count": int(count), "window": format_duration(self.size)}
         return state, [hit]
 
     def _best_window(self, buckets: list[list[float]], pos: int) -> tuple[float, float, float]:
