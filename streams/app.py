@@ -16,6 +16,7 @@ from .alerts import Alert
 from .config import RuleSet
 from .decode import Limits
 from .engine import Engine
+from .metrics import Health
 from .pipeline import Evaluator, Outgoing, Router
 from .settings import Settings
 from .sinks import SinkSet
@@ -32,6 +33,7 @@ class Runtime:
     router: Router
     evaluator: Evaluator
     sinks: SinkSet
+    health: Health
     topics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,6 +67,7 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     app = faust.App(settings.app_id, **_faust_settings(settings))
     partitions = settings.topics.partitions
     engine = Engine(ruleset, lateness=settings.lateness_seconds)
+    health = Health()
     topics = {
         "input": app.topic(*settings.topics.input_topics(), value_serializer="raw", key_serializer="raw"),
         "keyed": app.topic(
@@ -76,11 +79,12 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     table = app.Table("state", default=None, partitions=partitions)  # json keys and values
     router = Router(
         engine, settings.topics.keyed, settings.topics.deadletter, partitions,
-        Limits(max_bytes=settings.max_record_bytes), idle_seconds=settings.idle_source_seconds,
+        Limits(max_bytes=settings.max_record_bytes), idle_seconds=settings.idle_source_seconds, health=health,
     )  # fmt: skip
-    evaluator = Evaluator(engine, table, partitions)
-    sinks = SinkSet.from_settings(settings)
-    runtime = Runtime(app, engine, router, evaluator, sinks, topics)
+    evaluator = Evaluator(engine, table, partitions, health)
+    sinks = SinkSet.from_settings(settings, health)
+    runtime = Runtime(app, engine, router, evaluator, sinks, health, topics)
+    input_names = set(settings.topics.input_topics())
     by_name = {t: topics[k] for k, t in (("keyed", settings.topics.keyed), ("deadletter", settings.topics.deadletter))}
 
     async def send(record: Outgoing) -> None:
@@ -118,7 +122,25 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any = None, **kwargs: Any) -> None:
         # Streams resume only after the table is recovered; shards are rebuilt on first use.
+        health.rebalances += 1
         evaluator.reset()
+
+    @app.timer(interval=5.0)
+    async def sample_health() -> None:
+        """Consumer lag and commit progress from the offsets Faust already tracks (fetch high
+        watermarks, not ListOffsets: Tansu under-reports the latter), and state size."""
+        consumer = app.consumer
+        end: dict[str, int] = {}
+        committed: dict[str, int] = {}
+        for tp in consumer.assignment():
+            if tp.topic not in input_names:
+                continue
+            high = consumer.highwater(tp)
+            done = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # no public accessor
+            end[tp.topic] = end.get(tp.topic, 0) + (high or 0)
+            committed[tp.topic] = committed.get(tp.topic, 0) + (done + 1 if done is not None else 0)
+        health.record_offsets(end, committed)
+        health.state_keys, health.timers = evaluator.state_keys()
 
     @app.task
     async def start_sinks() -> None:

@@ -80,6 +80,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             progress=Progress("backtest"),
         )
     print_summary(result)
+    if args.metrics:
+        from .metrics import Health, write_textfile
+
+        assert result.engine is not None
+        write_textfile(args.metrics, result.engine, Health(dead_letters=result.rejected))
+        sys.stderr.write(f"metrics written to {args.metrics}\n")
     sys.stderr.write(f"alerts written to {out_path}")
     if args.deadletter and sum(result.rejected.values()):
         sys.stderr.write(f"; rejected lines to {args.deadletter}")
@@ -227,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--since", type=_time, metavar="T", help="skip events before T (RFC 3339)")
     bt.add_argument("--until", type=_time, metavar="T", help="skip events at or after T (RFC 3339)")
     bt.add_argument("--strict", action="store_true", help="exit 1 if any line was rejected")
+    bt.add_argument("--metrics", metavar="FILE", help="write the run's metrics in Prometheus textfile format")
     bt.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
                     help="allowed out-of-order lateness in event time (default 300)")  # fmt: skip
     bt.add_argument("--max-record-bytes", type=int, default=1024 * 1024, metavar="N",

@@ -16,6 +16,7 @@ from typing import Any
 from .alerts import Alert
 from .decode import Decoded, Limits, decode
 from .engine import Engine, RecentIds, Shard
+from .metrics import Health
 from .topology import (
     H_EVENT_ID,
     WATERMARK_KEY,
@@ -46,8 +47,9 @@ class Router:
     own its rule keys. Remembers, per input partition, the newest event time (for ticks)."""
 
     def __init__(self, engine: Engine, keyed_topic: str, deadletter_topic: str, partitions: int,
-                 limits: Limits, idle_seconds: float = 10.0) -> None:  # fmt: skip
+                 limits: Limits, idle_seconds: float = 10.0, health: Health | None = None) -> None:  # fmt: skip
         self.engine = engine
+        self.health = health or Health()
         self.keyed_topic = keyed_topic
         self.deadletter_topic = deadletter_topic
         self.partitions = partitions
@@ -56,7 +58,7 @@ class Router:
         self.recent = RecentIds()
         self.sources: dict[str, float] = {}  # source -> newest event time
         self.activity: dict[str, float] = {}  # source -> wall time of its last record
-        self.dead: Counter[str] = Counter()
+        self.dead: Counter[str] = self.health.dead_letters
         self.routed = 0
         self.duplicates = 0
 
@@ -64,6 +66,7 @@ class Router:
                   headers: Any = None) -> list[Outgoing]:  # fmt: skip
         source = f"{topic}:{partition}"
         self.activity[source] = time.monotonic()
+        arrival = time.time()
         out = decode(value or b"", self.limits)
         if not isinstance(out, Decoded):
             self.dead[out.reason] += 1
@@ -87,12 +90,12 @@ class Router:
         keys = list(self.engine.route(out))
         sends = []
         for index, (part, part_keys) in enumerate(split_by_partition(keys, self.partitions).items()):
-            hdrs = event_headers(source, part_keys, index == 0, event.event_type, event.event_id)
+            hdrs = event_headers(source, part_keys, index == 0, event.event_type, event.event_id, arrival)
             sends.append(Outgoing(self.keyed_topic, value or b"", None, part, out.ts, tuple(hdrs)))
         if not sends:
             # No rule wants the event; still count it once, on the partition of its id.
             part = partition_of(event.event_id, self.partitions)
-            hdrs = event_headers(source, [], True, event.event_type, event.event_id)
+            hdrs = event_headers(source, [], True, event.event_type, event.event_id, arrival)
             sends.append(Outgoing(self.keyed_topic, value or b"", None, part, out.ts, tuple(hdrs)))
         return sends
 
@@ -147,8 +150,10 @@ class PartitionStore(MutableMapping[str, Any]):
 class Evaluator:
     """Stage 2: run the rules for the keys a record names, on the shard of its partition."""
 
-    def __init__(self, engine: Engine, table: MutableMapping[str, Any], partitions: int) -> None:
+    def __init__(self, engine: Engine, table: MutableMapping[str, Any], partitions: int,
+                 health: Health | None = None) -> None:  # fmt: skip
         self.engine = engine
+        self.health = health or Health()
         self.table = table
         self.partitions = partitions
         self.shards: dict[int, Shard] = {}
@@ -197,7 +202,16 @@ class Evaluator:
                 if key in wanted:
                     alerts.extend(self.engine.apply(shard, out, key, roles, late))
         alerts.extend(self.engine.advance(shard))
+        if alerts and meta.arrival:
+            self.health.processing.observe(max(0.0, time.time() - meta.arrival))
         return alerts
+
+    def state_keys(self) -> tuple[dict[str, int], int]:
+        """Keys holding state per rule, and pending timers, over this worker's partitions."""
+        sizes: Counter[str] = Counter()
+        for shard in self.shards.values():
+            sizes.update(self.engine.state_size(shard))
+        return dict(sizes), sum(shard.timers for shard in self.shards.values())
 
 
 def header_event_id(headers: Any) -> str | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 H_SOURCE = "mw-source"  # the input topic:partition the event came from
 H_KEYS = "mw-keys"  # newline-separated rule keys this record is for
 H_PRIMARY = "mw-primary"  # "1" on exactly one of an event's records: count the event there
+H_ARRIVAL = "mw-arrival"  # wall time the router received the record (for processing latency)
 H_TICK = "mw-tick"  # JSON {source: newest event time} (and idle sources as null)
 H_EVENT_TYPE = "event_type"
 H_EVENT_ID = "event_id"
@@ -55,6 +56,7 @@ class Headers:
     keys: tuple[str, ...]
     primary: bool
     tick: dict[str, float | None] | None
+    arrival: float | None = None
 
     @classmethod
     def parse(cls, raw: Iterable[tuple[str, bytes]] | dict[str, bytes] | None) -> Headers:
@@ -67,13 +69,16 @@ class Headers:
             keys=tuple(k for k in keys.split("\n") if k),
             primary=items.get(H_PRIMARY) == b"1",
             tick=tick,
+            arrival=float(items[H_ARRIVAL]) if H_ARRIVAL in items else None,
         )
 
 
 def event_headers(
-    source: str, keys: list[str], primary: bool, event_type: str, event_id: str
+    source: str, keys: list[str], primary: bool, event_type: str, event_id: str, arrival: float | None = None
 ) -> list[tuple[str, bytes]]:
+    extra = [(H_ARRIVAL, repr(arrival).encode())] if arrival is not None else []
     return [
+        *extra,
         (H_SOURCE, source.encode()),
         (H_KEYS, "\n".join(keys).encode()),
         (H_PRIMARY, b"1" if primary else b"0"),

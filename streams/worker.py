@@ -40,9 +40,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     from .app import create_app
 
     runtime = create_app(settings, ruleset)
-    from .metrics import serve_metrics
+    from .metrics import registry_for, serve
 
-    serve_metrics(runtime, settings)
+    serve(registry_for(runtime.engine, runtime.health, live=True), settings.metrics_host, settings.metrics_port)
     worker = faust.Worker(runtime.app, loglevel=loglevel, quiet=True)
     try:
         worker.execute_from_commandline()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..alerts import Alert
 
 if TYPE_CHECKING:
+    from ..metrics import Health
     from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,13 @@ class Sink(Protocol):
 
 
 class SinkSet:
-    def __init__(self, sinks: list[Sink]) -> None:
+    def __init__(self, sinks: list[Sink], failures: Counter[str] | None = None) -> None:
         self.sinks = sinks
-        self.failures: Counter[str] = Counter()
+        self.failures: Counter[str] = failures if failures is not None else Counter()
         self.delivered: Counter[str] = Counter()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SinkSet:
+    def from_settings(cls, settings: Settings, health: Health | None = None) -> SinkSet:
         sinks: list[Sink] = []
         if settings.alerts_jsonl:
             from .jsonl import JsonlSink
@@ -47,8 +48,9 @@ class SinkSet:
             from ..scoring import Severity
             from .webhook import WebhookSink
 
-            sinks.append(WebhookSink(settings.webhook_url, Severity.parse(settings.webhook_min_severity)))
-        return cls(sinks)
+            severity = Severity.parse(settings.webhook_min_severity)
+            sinks.append(WebhookSink(settings.webhook_url, severity, health=health))
+        return cls(sinks, health.sink_failures if health is not None else None)
 
     def deliver(self, alert: Alert) -> None:
         for sink in self.sinks:

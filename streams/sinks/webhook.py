@@ -10,11 +10,15 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from ..alerts import Alert
 from ..scoring import Severity
+
+if TYPE_CHECKING:
+    from ..metrics import Health
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +28,9 @@ class WebhookSink:
     pages = True
 
     def __init__(self, url: str, min_severity: Severity = Severity.HIGH, capacity: int = 1000,
-                 max_backoff: float = 30.0, timeout: float = 5.0) -> None:  # fmt: skip
+                 max_backoff: float = 30.0, timeout: float = 5.0, health: Health | None = None) -> None:  # fmt: skip
         self.url = url
+        self.health = health
         self.min_severity = min_severity
         self.queue: asyncio.Queue[Alert] | None = None
         self.capacity = capacity
@@ -43,6 +48,8 @@ class WebhookSink:
             self.queue.put_nowait(alert)
         except asyncio.QueueFull:
             self.stats["dropped"] += 1
+            if self.health is not None:
+                self.health.sink_dropped[self.name] += 1
             log.error("webhook queue full (%d): dropped alert %s", self.capacity, alert.alert_id)
 
     async def start(self) -> None:
@@ -73,6 +80,8 @@ class WebhookSink:
                             self.stats["failures"] += 1
                     except (TimeoutError, aiohttp.ClientError, OSError):
                         self.stats["failures"] += 1
+                    if self.health is not None:
+                        self.health.sink_failures[self.name] += 1
                     log.warning("webhook delivery of %s failed; retrying in %.1fs", alert.alert_id, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.max_backoff)
