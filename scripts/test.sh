@@ -11,4 +11,5 @@ fi
 .venv/bin/python -m pip install --quiet -e '.[test]'
 .venv/bin/ruff check streams tests
 .venv/bin/mypy
+./scripts/setup-browser.sh  # headless Chromium for tests/test_report.py
 exec .venv/bin/python -m pytest "$@"
