@@ -184,6 +184,8 @@ def consume_alerts(bootstrap: str, topic: str, log: AuditLog, group: str = "modw
                 log.sync()
                 consumer.commit()
                 last = time.monotonic()
+            elif not consumer.assignment():
+                last = time.monotonic()  # still joining the group: not idle yet
             elif idle_exit is not None and time.monotonic() - last > idle_exit:
                 return recorded
     finally:
