@@ -66,7 +66,8 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     app = faust.App(settings.app_id, **_faust_settings(settings))
     partitions = settings.topics.partitions
-    engine = Engine(ruleset, lateness=settings.lateness_seconds)
+    key = settings.pseudonymize_key.get_secret_value().encode() if settings.pseudonymize_key else None
+    engine = Engine(ruleset, lateness=settings.lateness_seconds, pseudonymize=key)
     health = Health()
     topics = {
         "input": app.topic(*settings.topics.input_topics(), value_serializer="raw", key_serializer="raw"),

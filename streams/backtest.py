@@ -71,13 +71,14 @@ def run_backtest(
     until: datetime | None = None,
     limits: Limits = DEFAULT_LIMITS,
     lateness: float = 300.0,
+    pseudonymize: bytes | None = None,
     progress: Progress | None = None,
     on_alert: Callable[[Alert], None] | None = None,
 ) -> BacktestResult:
     """Run every event of ``paths`` through a fresh engine. Alerts are written to ``output`` as
     they fire, one JSON object per line, in a deterministic order."""
     check_readable(paths)
-    engine = Engine(ruleset, lateness=lateness)
+    engine = Engine(ruleset, lateness=lateness, pseudonymize=pseudonymize)
     shard = Shard()
     result = BacktestResult(engine=engine)
     started = time.monotonic()

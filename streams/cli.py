@@ -77,6 +77,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             until=args.until,
             limits=limits,
             lateness=args.lateness,
+            pseudonymize=_audit_key(args.pseudonymize_key_env),
             progress=Progress("backtest"),
         )
     print_summary(result)
@@ -193,12 +194,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _audit_key(env_name: str | None) -> bytes | None:
+    """A key from the environment variable named on the command line (never the key itself: a
+    command line is visible to every user of the machine)."""
     if not env_name:
         return None
     value = os.environ.get(env_name)
     if not value:
-        raise UsageError(f"--hmac-key-env {env_name}: the variable is not set")
+        raise UsageError(f"environment variable {env_name} is not set")
     return value.encode("utf-8")
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    import yaml
+
+    settings = _settings(args)
+    print(yaml.safe_dump(settings.redacted(), sort_keys=False), end="")
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -272,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--since", type=_time, metavar="T", help="skip events before T (RFC 3339)")
     bt.add_argument("--until", type=_time, metavar="T", help="skip events at or after T (RFC 3339)")
     bt.add_argument("--strict", action="store_true", help="exit 1 if any line was rejected")
+    bt.add_argument("--pseudonymize-key-env", metavar="VAR",
+                    help="replace target and data-subject ids in alerts with an HMAC keyed by this variable")
     bt.add_argument("--metrics", metavar="FILE", help="write the run's metrics in Prometheus textfile format")
     bt.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
                     help="allowed out-of-order lateness in event time (default 300)")  # fmt: skip
@@ -343,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--events-per-day", type=float, metavar="R", help="event-time density (default ~2,740: 1M a year)")
     gen.add_argument("--output", "-o", required=True, metavar="FILE", help="JSONL output (.gz to compress)")
     gen.set_defaults(func=cmd_generate)
+
+    st = sub.add_parser(
+        "settings",
+        help="print the effective service settings (secrets shown as **********)",
+        epilog="example:\n  MODWATCH_TOPICS__PARTITIONS=4 modwatch settings --settings config/modwatch.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kafka_args(st)
+    st.set_defaults(func=cmd_settings)
 
     au = sub.add_parser(
         "audit",

@@ -18,7 +18,9 @@ is late: counted, and only stateless rules still see it.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
+import hmac
 import logging
 from collections import Counter
 from collections.abc import MutableMapping
@@ -157,8 +159,43 @@ class RecentIds:
         return len(self._seen)
 
 
+class Pseudonymizer:
+    """Replaces target and data-subject ids in alerts with a keyed HMAC, consistently (the same id
+    always gives the same pseudonym, so analysts can still correlate) and irreversibly without the
+    key. Employee ids (actors, grantees) stay: investigating them is the point."""
+
+    KEY_PREFIXES = ("target=", "target.id=", "target.owner_id=")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def __call__(self, value: str) -> str:
+        return "p_" + hmac.new(self.key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+    def group_key(self, key: str) -> str:
+        for prefix in self.KEY_PREFIXES:
+            if key.startswith(prefix):
+                return prefix + self(key[len(prefix) :])
+        return key
+
+    def view(self, view: dict[str, Any] | None) -> dict[str, Any] | None:
+        if view is None:
+            return None
+        out = dict(view)
+        target = view.get("target")
+        if isinstance(target, dict):
+            out["target"] = {
+                **target,
+                **{k: self(str(target[k])) for k in ("id", "owner_id") if target.get(k) is not None},
+            }
+        targets = view.get("targets")
+        if isinstance(targets, list):
+            out["targets"] = [{**t, "id": self(str(t.get("id")))} if isinstance(t, dict) else t for t in targets]
+        return out
+
+
 class Engine:
-    def __init__(self, ruleset: RuleSet, lateness: float = 300.0) -> None:
+    def __init__(self, ruleset: RuleSet, lateness: float = 300.0, pseudonymize: bytes | None = None) -> None:
         self.ruleset = ruleset
         self.rules = ruleset.rules
         self.by_id = {rule.id: rule for rule in self.rules}
@@ -168,6 +205,7 @@ class Engine:
         self.templates = {rule.id: Template(rule.config.summary) for rule in self.rules}
         self.suppress = {rule.id: _suppress_interval(rule) for rule in self.rules}
         self.personal_fields = frozenset(ruleset.lists.get("personal_fields", DEFAULT_PERSONAL_FIELDS))
+        self.pseudo = Pseudonymizer(pseudonymize) if pseudonymize else None
 
     # -- 1. routing ---------------------------------------------------------------------------
     def route(self, decoded: Decoded) -> dict[str, list[Role]]:
@@ -309,7 +347,7 @@ class Engine:
 
     def _emit(self, rule: Rule, key: str, hit: Hit, entry: list[Any]) -> Alert | None:
         """Score a hit and decide: a new alert, a duplicate of one already sent, or suppressed."""
-        new_id = alert_id(rule.id, key, hit.anchor)
+        new_id = alert_id(rule.id, self.pseudo.group_key(key) if self.pseudo else key, hit.anchor)
         sup = entry[1]
         if rule.config.mode == "observe":
             self._observe(hit, new_id, entry)
@@ -343,6 +381,10 @@ class Engine:
 
     def build(self, rule: Rule, key: str, hit: Hit, new_id: str) -> Alert:
         score = self.ruleset.scorer.score(rule, hit)
+        if self.pseudo is not None:
+            key = self.pseudo.group_key(key)
+            hit = Hit(hit.anchor, hit.ts, hit.first_seen, hit.event_ids, self.pseudo.view(hit.view) or {},
+                      self.pseudo.view(hit.first), hit.facts)  # fmt: skip
         ctx = Context(hit.view, hit.ts, first=hit.first)
         actor = hit.view.get("actor")
         facts = {"group": key, **hit.facts, "score": score.value, "severity": score.severity.label}

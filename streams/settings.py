@@ -79,9 +79,15 @@ class Settings(BaseSettings):
     alerts_jsonl: str | None = None  # also append alerts to this file
     webhook_url: str | None = None
     webhook_min_severity: Literal["info", "low", "medium", "high", "critical"] = "high"
+    alertmanager_url: str | None = None  # e.g. http://alertmanager:9093 (POST /api/v2/alerts)
+    alertmanager_min_severity: Literal["info", "low", "medium", "high", "critical"] = "high"
+    # endsAt = send time + this; 0 leaves endsAt unset (Alertmanager's resolve_timeout applies).
+    alertmanager_resolve_after_seconds: float = Field(default=3600.0, ge=0)
     session_timeout_seconds: float = Field(default=6.0, gt=0)  # short joins on Tansu; raise for Apache Kafka
     heartbeat_seconds: float = Field(default=1.0, gt=0)
     data_dir: str = ".modwatch"  # Faust's local data directory
+    # When set, target and data-subject ids in alerts are replaced by a keyed HMAC pseudonym.
+    pseudonymize_key: SecretStr | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -50,6 +50,14 @@ class SinkSet:
 
             severity = Severity.parse(settings.webhook_min_severity)
             sinks.append(WebhookSink(settings.webhook_url, severity, health=health))
+        if settings.alertmanager_url:
+            from ..scoring import Severity
+            from .alertmanager import AlertmanagerSink
+
+            sinks.append(AlertmanagerSink(
+                settings.alertmanager_url, Severity.parse(settings.alertmanager_min_severity),
+                resolve_after=settings.alertmanager_resolve_after_seconds, health=health,
+            ))  # fmt: skip
         return cls(sinks, health.sink_failures if health is not None else None)
 
     def deliver(self, alert: Alert) -> None:
