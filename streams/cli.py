@@ -81,6 +81,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             progress=Progress("backtest"),
         )
     print_summary(result)
+    if args.report or args.explain:
+        from .cli_tuning import backtest_extras
+
+        backtest_extras(args, ruleset, result, limits)
     if args.metrics:
         from .metrics import Health, write_textfile
 
@@ -290,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allowed out-of-order lateness in event time (default 300)")  # fmt: skip
     bt.add_argument("--max-record-bytes", type=int, default=1024 * 1024, metavar="N",
                     help="reject lines longer than N bytes (default 1 MiB)")  # fmt: skip
+    bt.add_argument("--report", metavar="FILE", help="also write a self-contained HTML report (charts, explanations)")
+    bt.add_argument("--explain", action="store_true", help="after the summary, explain every high/critical alert")
     bt.set_defaults(func=cmd_backtest)
 
     wk = sub.add_parser(
@@ -410,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("paths", nargs="*", metavar="PATH", help="fixture files or directories")
     test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
     test.set_defaults(func=cmd_rules_test)
+
+    from .cli_tuning import add_tuning_commands
+
+    add_tuning_commands(sub, rules_sub, config_arg)
     return parser
 
 

@@ -112,6 +112,9 @@ class Shard:
             self._scheduled[key] = when
             heapq.heappush(self._heap, (when, key))
 
+    def is_scheduled(self, key: str) -> bool:
+        return key in self._scheduled
+
     def rebuild_timers(self, engine: Engine) -> None:
         """After recovery (a restarted worker): schedule every stored key again."""
         self._heap, self._scheduled = [], {}
@@ -199,6 +202,11 @@ class Engine:
         self.ruleset = ruleset
         self.rules = ruleset.rules
         self.by_id = {rule.id: rule for rule in self.rules}
+        # Rules by the event types they accept: most events concern a few rules only.
+        self.by_type: dict[str, tuple[Rule, ...]] = {}
+        for rule in self.rules:
+            for event_type in rule.event_types:
+                self.by_type[event_type] = (*self.by_type.get(event_type, ()), rule)
         self.lateness = lateness
         self.stats = EngineStats()
         self.recent = RecentIds()
@@ -212,7 +220,7 @@ class Engine:
         ctx = Context(decoded.view, decoded.ts)
         event_type = decoded.event.event_type
         routes: dict[str, list[Role]] = {}
-        for rule in self.rules:
+        for rule in self.by_type.get(event_type, ()):
             try:
                 pairs = rule.route(ctx, event_type)
             except Exception:
@@ -230,10 +238,13 @@ class Engine:
         record: dict[str, Any] = shard.store.get(key) or {}
         alerts: list[Alert] = []
         view, ts = decoded.view, decoded.ts
+        bound = float("inf")  # how early this event can make the key's deadline
         for role in roles:
             rule = role.rule
             if late and rule.stateful:
                 continue
+            when = rule.event_deadline(ts, role.side) if rule.stateful else ts + self.suppress[rule.id]
+            bound = min(bound, when if when is not None else float("-inf"))
             entry = record.get(rule.id) or [None, None]
             try:
                 state, hits = rule.apply(entry[0], view, ts, role.side)
@@ -249,7 +260,7 @@ class Engine:
                 record.pop(rule.id, None)
             else:
                 record[rule.id] = entry
-        self._store(shard, key, record)
+        self._store(shard, key, record, bound)
         return alerts
 
     # -- 3. time ------------------------------------------------------------------------------
@@ -270,8 +281,9 @@ class Engine:
                     try:
                         entry[0], hits = rule.advance(entry[0], watermark)
                     except Exception:
+                        # Drop the state the rule cannot advance: kept, it would fail on every event.
                         self._rule_error(rule, {"event_id": f"(timer {key})"})
-                        hits = []
+                        entry[0], hits = None, []
                     for hit in hits:
                         alert = self._emit(rule, key, hit, entry)
                         if alert is not None:
@@ -338,10 +350,13 @@ class Engine:
             stats.exported[(kind, personal)] += count if isinstance(count, int) else 0
 
     # -- internals ----------------------------------------------------------------------------
-    def _store(self, shard: Shard, key: str, record: dict[str, Any]) -> None:
+    def _store(self, shard: Shard, key: str, record: dict[str, Any], bound: float | None = None) -> None:
         if record:
             shard.store[key] = record  # reassign: a Faust table only logs assignments
-            shard.schedule(key, self.deadline(record))
+            if bound is not None and bound != float("-inf") and shard.is_scheduled(key):
+                shard.schedule(key, bound)  # only ever moves a scheduled deadline earlier
+            else:
+                shard.schedule(key, self.deadline(record))
         elif key in shard.store:
             del shard.store[key]
 

@@ -117,11 +117,19 @@ _KEEP = (
 )  # fmt: skip
 
 
+_last_compact: list[Any] = [None, None]  # (view, its compact form): every rule holding one event shares it
+
+
 def compact(view: dict[str, Any]) -> dict[str, Any]:
+    """The fields worth keeping in state. Held values are never mutated, so rules that keep the
+    same event share one compact copy (a one-entry cache keyed by identity)."""
+    if _last_compact[0] is view:
+        return _last_compact[1]  # type: ignore[no-any-return]
     out = {k: view[k] for k in _KEEP if k in view}
     targets = view.get("targets")
     if isinstance(targets, list) and targets:
         out["target_count"] = len(targets)
+    _last_compact[0], _last_compact[1] = view, out
     return out
 
 
@@ -157,6 +165,17 @@ class Rule(ABC):
     def deadline(self, state: State) -> float | None:
         """The event time at which ``advance`` must next be called; None when never."""
         return None
+
+    def event_deadline(self, ts: float, side: str) -> float | None:
+        """An upper bound on ``deadline(state)`` after an event at ``ts`` was applied: adding an
+        entry can only bring the deadline down to the entry's own. Lets the engine reschedule a key
+        without scanning its state; an early bound only costs a spare wake-up."""
+        return None
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        """Every event type ``route`` may accept (the engine skips the rule for others)."""
+        return frozenset(ALL_TYPES)
 
     @property
     def window(self) -> float:

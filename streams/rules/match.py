@@ -29,6 +29,10 @@ class MatchRule(Rule):
         self.keys = key_getter(config.group_by)
         self.bucket = config.suppress or 3600.0
 
+    @property
+    def event_types(self) -> frozenset[str]:
+        return self.types
+
     def route(self, ctx: Context, event_type: str) -> list[tuple[str, str]]:
         if event_type not in self.types or not self.test(ctx):
             return []

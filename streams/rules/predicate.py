@@ -83,6 +83,23 @@ def compile_path(path: str) -> Getter:
 
         return get_top
 
+    if len(parts) == 2 and "@keys" not in parts:
+        outer, inner = parts
+
+        def get_two(ctx: Context) -> list[Any]:
+            # The common case (``target.id``) without the general walk's list building.
+            node = ctx.view.get(outer)
+            if isinstance(node, dict):
+                value = node.get(inner)
+                if value is None:
+                    return []
+                return value if isinstance(value, list) else [value]
+            if isinstance(node, list):
+                return _walk(ctx.view, parts)
+            return []
+
+        return get_two
+
     def get(ctx: Context) -> list[Any]:
         return _walk(ctx.view, parts)
 

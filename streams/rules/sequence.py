@@ -58,6 +58,13 @@ class Paired(Rule):
     def window(self) -> float:
         return self.pcfg.within
 
+    @property
+    def event_types(self) -> frozenset[str]:
+        return self.first_types | self.then_types
+
+    def event_deadline(self, ts: float, side: str) -> float | None:
+        return ts + 0.001  # a pending B expires first; an A or an absence's B later (a spare wake-up)
+
     def route(self, ctx: Context, event_type: str) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         if event_type in self.first_types and self.first_test(ctx):

@@ -82,6 +82,13 @@ class Windowed(Rule):
     def window(self) -> float:
         return self.size
 
+    @property
+    def event_types(self) -> frozenset[str]:
+        return self.types
+
+    def event_deadline(self, ts: float, side: str) -> float | None:
+        return math.floor(ts / self.res) * self.res + self.size + 2 * self.res
+
     def route(self, ctx: Context, event_type: str) -> list[tuple[str, str]]:
         if event_type not in self.types or not self.test(ctx):
             return []
