@@ -99,7 +99,8 @@ def run_backtest(
     return result
 
 
-def print_summary(result: BacktestResult, out: TextIO = sys.stderr) -> None:
+def print_summary(result: BacktestResult, out: TextIO | None = None) -> None:
+    out = out or sys.stderr
     engine = result.engine
     assert engine is not None
     stats = engine.stats

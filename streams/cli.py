@@ -168,6 +168,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         deadletter=args.deadletter,
         dry_run=args.dry_run,
     )
+    if stats.failed:
+        return 1  # the broker refused or never acknowledged some events (they are in the dead-letter file)
     return 1 if args.strict and stats.rejected_total else 0
 
 
@@ -435,6 +437,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LogFileError, UsageError) as exc:
         sys.stderr.write(f"modwatch: {exc}\n")
         return 2
+    except Exception as exc:
+        # Broker unreachable, topic creation refused...: one line, not a traceback.
+        from .broker import BrokerError
+        from .replay import ReplayError
+
+        if isinstance(exc, BrokerError | ReplayError):
+            sys.stderr.write(f"modwatch: {exc}\n")
+            return 2
+        raise
     except KeyboardInterrupt:
         sys.stderr.write("modwatch: interrupted\n")
         return 130
