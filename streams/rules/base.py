@@ -124,7 +124,7 @@ def compact(view: dict[str, Any]) -> dict[str, Any]:
     """The fields worth keeping in state. Held values are never mutated, so rules that keep the
     same event share one compact copy (a one-entry cache keyed by identity)."""
     if _last_compact[0] is view:
-        return _last_compact[1]  # type: ignore[no-any-return]
+        return _last_compact[1]
     out = {k: view[k] for k in _KEEP if k in view}
     targets = view.get("targets")
     if isinstance(targets, list) and targets:
