@@ -33,12 +33,13 @@ Test = Callable[["Context"], bool]
 class Context:
     """What a predicate sees: the current event, the earlier event of a pair, the event time."""
 
-    __slots__ = ("first", "ts", "view")
+    __slots__ = ("first", "memo", "ts", "view")
 
     def __init__(self, view: dict[str, Any], ts: float, first: dict[str, Any] | None = None) -> None:
         self.view = view
         self.ts = ts
         self.first = first
+        self.memo: dict[str, list[str]] = {}  # join keys already computed for this event (routing)
 
 
 def _walk(root: Any, parts: Sequence[str]) -> list[Any]:

@@ -40,8 +40,12 @@ class SequenceConfig(PairConfig):
     where: Predicate | None = None
 
 
-def _values(get: Any, ctx: Context) -> list[str]:
-    return [str(v) for v in get(ctx) if isinstance(v, str | int) and not isinstance(v, bool)]
+def _values(path: str, get: Any, ctx: Context) -> list[str]:
+    """Join-key values of an event; memoised per event, since several rules join on the same paths."""
+    values = ctx.memo.get(path)
+    if values is None:
+        values = ctx.memo[path] = [str(v) for v in get(ctx) if isinstance(v, str | int) and not isinstance(v, bool)]
+    return values
 
 
 class Paired(Rule):
@@ -52,7 +56,7 @@ class Paired(Rule):
         self.pcfg = config
         self.first_types, self.first_test = selector_test(config.first, lists)
         self.then_types, self.then_test = selector_test(config.then, lists)
-        self.joins = [(j.name, compile_path(j.first), compile_path(j.then)) for j in config.join]
+        self.joins = [(j.name, j.first, compile_path(j.first), j.then, compile_path(j.then)) for j in config.join]
 
     @property
     def window(self) -> float:
@@ -68,12 +72,12 @@ class Paired(Rule):
     def route(self, ctx: Context, event_type: str) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         if event_type in self.first_types and self.first_test(ctx):
-            for name, get_first, _ in self.joins:
-                for value in _values(get_first, ctx)[: self.pcfg.max_fanout]:
+            for name, first_path, get_first, _, _ in self.joins:
+                for value in _values(first_path, get_first, ctx)[: self.pcfg.max_fanout]:
                     out.append((f"{name}={value}", "first"))
         if event_type in self.then_types and self.then_test(ctx):
-            for name, _, get_then in self.joins:
-                values = _values(get_then, ctx)
+            for name, _, _, then_path, get_then in self.joins:
+                values = _values(then_path, get_then, ctx)
                 if values:
                     out.extend((f"{name}={value}", "then") for value in values[: self.pcfg.max_fanout])
                     break
