@@ -1,0 +1,70 @@
+"""Service settings: defaults, the YAML file, the environment and flags, in that order of strength."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.cli import main
+from streams.config import ConfigError
+from streams.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("MODWATCH_"):
+            monkeypatch.delenv(name)
+
+
+def test_file_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "modwatch.yaml"
+    path.write_text("bootstrap_servers: file:9092\ntopics:\n  partitions: 3\n  alerts: file.alerts\n")
+    settings = load_settings(str(path))
+    assert settings.bootstrap_servers == "file:9092"
+    assert settings.topics.partitions == 3 and settings.topics.alerts == "file.alerts"
+    assert settings.topics.deadletter == "modwatch.deadletter"  # untouched defaults stay
+    monkeypatch.setenv("MODWATCH_BOOTSTRAP_SERVERS", "env:9092")
+    monkeypatch.setenv("MODWATCH_TOPICS__PARTITIONS", "5")
+    settings = load_settings(str(path))
+    assert settings.bootstrap_servers == "env:9092" and settings.topics.partitions == 5
+    assert load_settings(str(path), bootstrap_servers="flag:9092").bootstrap_servers == "flag:9092"
+
+
+def test_the_shipped_settings_file_is_all_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.settings import Settings
+
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(repo)
+    assert load_settings("config/modwatch.yaml") == Settings()
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("topics:\n  partitions: 0\n", "topics.partitions"),
+        ("metrics_port: lots\n", "metrics_port"),
+        ("bootstrap: x\n", "bootstrap"),
+        ("kafka:\n  security_protocol: CARRIER_PIGEON\n", "kafka.security_protocol"),
+        ("[1, 2]\n", "expected a mapping"),
+    ],
+)
+def test_a_bad_settings_file_names_the_file_and_field(tmp_path: Path, content: str, fragment: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        load_settings(str(path))
+    assert str(path) in str(err.value) and fragment in str(err.value)
+
+
+def test_worker_refuses_a_bad_settings_file_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("lateness_seconds: -5\n")
+    assert main(["worker", "--settings", str(path), "--bootstrap-servers", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "lateness_seconds" in err and err.count("\n") == 1
