@@ -65,20 +65,21 @@ def _histogram(name: str, doc: str, labels: list[str], series: Iterable[tuple[li
     return family
 
 
-def _counter(name: str, doc: str, labels: list[str], items: Iterable[tuple[Any, float]]) -> Metric:
-    family = CounterMetricFamily(name, doc, labels=labels)
+def _family(kind: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str, doc: str, labels: list[str],
+            items: Iterable[tuple[Any, float]]) -> Metric:  # fmt: skip
+    family = kind(name, doc, labels=labels)
     for key, value in sorted(items, key=lambda kv: str(kv[0])):
         values = list(key) if isinstance(key, tuple) else ([key] if labels else [])
         family.add_metric([str(v) for v in values], value)
     return family
+
+
+def _counter(name: str, doc: str, labels: list[str], items: Iterable[tuple[Any, float]]) -> Metric:
+    return _family(CounterMetricFamily, name, doc, labels, items)
 
 
 def _gauge(name: str, doc: str, labels: list[str], items: Iterable[tuple[Any, float]]) -> Metric:
-    family = GaugeMetricFamily(name, doc, labels=labels)
-    for key, value in sorted(items, key=lambda kv: str(kv[0])):
-        values = list(key) if isinstance(key, tuple) else ([key] if labels else [])
-        family.add_metric([str(v) for v in values], value)
-    return family
+    return _family(GaugeMetricFamily, name, doc, labels, items)
 
 
 class ModwatchCollector(Collector):
