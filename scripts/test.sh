@@ -12,4 +12,5 @@ fi
 .venv/bin/ruff check streams tests
 .venv/bin/mypy
 ./scripts/setup-browser.sh  # headless Chromium for tests/test_report.py
+./scripts/setup-services.sh  # Prometheus, Alertmanager, docker-compose for tests/observability
 exec .venv/bin/python -m pytest "$@"
