@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import mode
 
 from .alerts import Alert
 from .config import RuleSet
@@ -53,7 +54,7 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "broker_heartbeat_interval": settings.heartbeat_seconds,
         "processing_guarantee": "at_least_once",  # Tansu has no transactions; duplicates are handled
         "web_host": "127.0.0.1",
-        "web_port": settings.web_port,
+        "web_port": settings.web_port or 6066,  # Faust validates the port even when the server is off
         "web_bind": "127.0.0.1",
         "web_enabled": settings.web_port != 0,
         "datadir": settings.data_dir,
@@ -143,8 +144,15 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         health.record_offsets(end, committed)
         health.state_keys, health.timers = evaluator.state_keys()
 
-    @app.task
-    async def start_sinks() -> None:
-        await sinks.start()
+    @app.service
+    class SinkService(mode.Service):
+        """Starts the sinks' senders with the app and, on shutdown, gives queued alerts a few
+        seconds to go out before the senders are cancelled."""
+
+        async def on_start(self) -> None:
+            await sinks.start()
+
+        async def on_stop(self) -> None:
+            await sinks.stop()
 
     return runtime

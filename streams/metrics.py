@@ -23,7 +23,9 @@ from prometheus_client import CollectorRegistry, start_http_server, write_to_tex
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .decode import REASONS
 from .engine import Engine, Histogram
+from .scoring import Severity
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class Health:
     sink_failures: Counter[str] = field(default_factory=Counter)
     sink_dropped: Counter[str] = field(default_factory=Counter)
     state_keys: dict[str, int] = field(default_factory=dict)  # rule -> keys holding state
+    sinks: list[str] = field(default_factory=list)  # names of the configured sinks
     timers: int = 0
 
     def record_offsets(self, end: dict[str, int], committed: dict[str, int]) -> None:
@@ -90,7 +93,25 @@ class ModwatchCollector(Collector):
         self.health = health or Health()
         self.live = live
 
+    def _zeros(self) -> None:
+        """Create every bounded series at zero, so ``increase()`` and ``rate()`` see the first
+        alert or dead letter (a counter that appears already at 1 shows no increase)."""
+        stats, health = self.engine.stats, self.health
+        for rule in self.engine.rules:
+            if rule.config.mode == "observe":
+                continue
+            for severity in Severity:
+                stats.alerts.setdefault((rule.id, severity.label), 0)
+            stats.suppressed.setdefault(rule.id, 0)
+            stats.rule_errors.setdefault(rule.id, 0)
+        for reason in REASONS:
+            health.dead_letters.setdefault(reason, 0)
+        for sink in health.sinks:
+            health.sink_failures.setdefault(sink, 0)
+            health.sink_dropped.setdefault(sink, 0)
+
     def collect(self) -> Iterator[Metric]:
+        self._zeros()
         stats, health = self.engine.stats, self.health
         yield _counter("modwatch_events_processed", "Events evaluated, by type and region (target's, else actor's)",
                        ["event_type", "region"], stats.events_by_region.items())  # fmt: skip

@@ -58,6 +58,8 @@ class SinkSet:
                 settings.alertmanager_url, Severity.parse(settings.alertmanager_min_severity),
                 resolve_after=settings.alertmanager_resolve_after_seconds, health=health,
             ))  # fmt: skip
+        if health is not None:
+            health.sinks = [sink.name for sink in sinks]
         return cls(sinks, health.sink_failures if health is not None else None)
 
     def deliver(self, alert: Alert) -> None:
