@@ -129,14 +129,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def backtest_extras(args: argparse.Namespace, ruleset: RuleSet, result: BacktestResult, limits: Limits) -> None:
     """``backtest --explain`` and ``--report FILE``, after the summary. Both need the hits behind the high
-    and critical alerts, which the backtest does not keep: the log is replayed once more to record them."""
+    and critical alerts, which the backtest does not keep: the log is replayed again, up to the last of them."""
     from .cli import UsageError, _audit_key
     from .explain import explain_alerts, render_text
     from .report import ReportData, write_report
+    from .scoring import Severity
 
     key = _audit_key(getattr(args, "pseudonymize_key_env", None))
+    serious = [a.alert_id for a in result.alerts if a.severity >= Severity.HIGH]
     run = explain_alerts(ruleset, args.paths, since=args.since, until=args.until, lateness=args.lateness,
-                         limits=limits, pseudonymize=key)  # fmt: skip
+                         limits=limits, pseudonymize=key, expected=serious)  # fmt: skip
     if args.explain:
         if run.explanations:
             print("\n\n".join(render_text(ex) for ex in run.explanations))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +28,8 @@ from .backtest import BacktestResult, decoded_events
 from .config import RuleSet
 from .decode import DEFAULT_LIMITS, Decoded, Limits, decode
 from .engine import Engine, Pseudonymizer, Shard
-from .logio import DeadLetterFile, check_readable, iter_lines
+from .events import parse_time
+from .logio import DeadLetterFile, Line, check_readable, iter_lines
 from .rules.base import Hit, Rule
 from .rules.duration import format_duration
 from .scoring import Bands, ScoringConfig, Severity
@@ -145,17 +146,20 @@ def replay(
     lateness: float = 300.0,
     limits: Limits = DEFAULT_LIMITS,
     pseudonymize: bytes | None = None,
+    period: bool = False,
 ) -> Replayed:
     """Run the log through the engine as ``backtest`` does, recording the alerts ``want`` selects.
     With ``stop_after``, stop as soon as all those alert ids have been raised: nothing later in the log
-    can change an alert already raised."""
+    can change an alert already raised. With ``period`` too, the rest of the log is only skimmed for
+    its event times, so that ``first_ts``/``last_ts`` still span the whole log."""
     check_readable(paths)
     engine = _RecordingEngine(ruleset, lateness, want, pseudonymize)
     shard = Shard()
     out = Replayed(engine=engine, records=engine.records)
     tally = BacktestResult(engine=engine)
+    lines = iter_lines(paths)
     with DeadLetterFile(None) as deadletters:
-        for decoded in decoded_events(iter_lines(paths), tally, deadletters, limits, since, until):
+        for decoded in decoded_events(lines, tally, deadletters, limits, since, until):
             out.events += 1
             out.first_ts = decoded.ts if out.first_ts is None else min(out.first_ts, decoded.ts)
             out.last_ts = decoded.ts if out.last_ts is None else max(out.last_ts, decoded.ts)
@@ -163,7 +167,30 @@ def replay(
             if stop_after is not None and stop_after.issubset(engine.records):
                 out.complete = False
                 break
+    if not out.complete and period:
+        _skim_times(lines, out, since, until)
     return out
+
+
+_OCCURRED_AT = re.compile(rb'"occurred_at"\s*:\s*"([^"\\]{1,64})"')
+
+
+def _skim_times(lines: Iterable[Line], out: Replayed, since: datetime | None, until: datetime | None) -> None:
+    """Extend the replayed period over the remaining lines, reading only their timestamps (a line that
+    would not decode may count: the period is for a chart's axis, not for evidence)."""
+    lo = since.timestamp() if since else float("-inf")
+    hi = until.timestamp() if until else float("inf")
+    for line in lines:
+        match = _OCCURRED_AT.search(line.raw)
+        if match is None:
+            continue
+        try:
+            ts = parse_time(match.group(1).decode("ascii")).timestamp()
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if lo <= ts < hi:
+            out.first_ts = ts if out.first_ts is None else min(out.first_ts, ts)
+            out.last_ts = ts if out.last_ts is None else max(out.last_ts, ts)
 
 
 _EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"\\]{1,200})"')
@@ -319,11 +346,14 @@ def explain_alerts(
     lateness: float = 300.0,
     limits: Limits = DEFAULT_LIMITS,
     pseudonymize: bytes | None = None,
+    expected: Collection[str] | None = None,
 ) -> ExplainRun:
     """Explanations of every alert at or above ``min_severity`` (for ``backtest --explain`` and the
-    report), in the order they fired, plus the replayed period."""
-    run = replay(ruleset, log_paths, lambda a: a.severity >= min_severity, since=since, until=until,
-                 lateness=lateness, limits=limits, pseudonymize=pseudonymize)  # fmt: skip
+    report), in the order they fired, plus the period of the log. ``expected``: the ids of those alerts
+    when a backtest already found them; the replay then stops after the last of them."""
+    stop_after = set(expected) if expected is not None else None
+    run = replay(ruleset, log_paths, lambda a: a.severity >= min_severity, stop_after=stop_after, since=since,
+                 until=until, lateness=lateness, limits=limits, pseudonymize=pseudonymize, period=True)  # fmt: skip
     explanations = _build(ruleset, list(run.records.values()), log_paths, since, until, limits, pseudonymize)
     return ExplainRun(explanations, run.events, run.first_ts, run.last_ts)
 
