@@ -437,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LogFileError, UsageError) as exc:
         sys.stderr.write(f"modwatch: {exc}\n")
         return 2
+    except BrokenPipeError:
+        # `modwatch ... | head`: the reader left; stop quietly, as other command-line tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:
         # Broker unreachable, topic creation refused...: one line, not a traceback.
         from .broker import BrokerError
