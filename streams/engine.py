@@ -144,6 +144,7 @@ class RecentIds:
         self._seen: dict[str, float] = {}
         self._newest = float("-inf")
         self._next_prune = 4096
+        self._pruned_at = float("-inf")
 
     def add(self, event_id: str, ts: float) -> bool:
         """True if new; False if this id was already seen."""
@@ -152,10 +153,13 @@ class RecentIds:
         self._seen[event_id] = ts
         if ts > self._newest:
             self._newest = ts
-        if len(self._seen) >= self._next_prune:
+        # Prune when the set has doubled, or when event time moved a horizon on (so a quiet spell
+        # after a burst gives the memory back).
+        if len(self._seen) >= self._next_prune or self._newest - self._pruned_at > self.horizon:
             cutoff = self._newest - self.horizon
             self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
             self._next_prune = max(4096, 2 * len(self._seen))
+            self._pruned_at = self._newest
         return True
 
     def __len__(self) -> int:
