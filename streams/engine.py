@@ -153,9 +153,10 @@ class RecentIds:
         self._seen[event_id] = ts
         if ts > self._newest:
             self._newest = ts
-        # Prune when the set has doubled, or when event time moved a horizon on (so a quiet spell
-        # after a burst gives the memory back).
-        if len(self._seen) >= self._next_prune or self._newest - self._pruned_at > self.horizon:
+        # Prune when the set has doubled, or (once it is big enough to matter) when event time moved
+        # a horizon on, so a quiet spell after a burst gives the memory back.
+        moved_on = len(self._seen) >= 1024 and self._newest - self._pruned_at > self.horizon
+        if len(self._seen) >= self._next_prune or moved_on:
             cutoff = self._newest - self.horizon
             self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
             self._next_prune = max(4096, 2 * len(self._seen))
