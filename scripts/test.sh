@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
-.venv/bin/ruff check streams tests docs bench dashboards
+.venv/bin/ruff check .
 .venv/bin/mypy
 ./scripts/setup-browser.sh  # headless Chromium for tests/test_report.py
 ./scripts/setup-services.sh  # Prometheus, Alertmanager, docker-compose for tests/observability
