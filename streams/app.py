@@ -64,6 +64,17 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _partition_count(app: faust.App, topic: str) -> int:
+    """Partitions of ``topic`` in the consumer's cluster metadata (0 if unknown). Not Faust's
+    ``consumer.topic_partitions``: that reads the group leader's assignment snapshot, which is empty
+    on every other member."""
+    try:
+        client = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]  # the aiokafka consumer
+        return len(client.partitions_for_topic(topic) or ())
+    except Exception:  # not started, or another transport: fall back to what Faust knows
+        return int(app.consumer.topic_partitions(topic) or 0)
+
+
 def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     app = faust.App(settings.app_id, **_faust_settings(settings))
     partitions = settings.topics.partitions
@@ -125,6 +136,11 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     async def on_assigned(sender: Any, assigned: Any = None, **kwargs: Any) -> None:
         # Streams resume only after the table is recovered; shards are rebuilt on first use.
         health.rebalances += 1
+        owned = {f"{tp.topic}:{tp.partition}" for tp in assigned or () if tp.topic in input_names}
+        every = {f"{name}:{p}" for name in input_names for p in range(_partition_count(app, name))}
+        log.info("assigned %d of %d input partitions", len(owned), len(every | owned))
+        router.assign(owned)
+        evaluator.expect(every | owned)
         evaluator.reset()
 
     @app.timer(interval=5.0)
@@ -138,9 +154,11 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
             if tp.topic not in input_names:
                 continue
             high = consumer.highwater(tp)
+            # Faust keeps the offset it committed, Kafka's "next to read" (last processed + 1), like the
+            # high watermark: no +1 here (it over-counted by one per partition and hid a lag of one).
             done = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # no public accessor
             end[tp.topic] = end.get(tp.topic, 0) + (high or 0)
-            committed[tp.topic] = committed.get(tp.topic, 0) + (done + 1 if done is not None else 0)
+            committed[tp.topic] = committed.get(tp.topic, 0) + (done or 0)
         health.record_offsets(end, committed)
         health.state_keys, health.timers = evaluator.state_keys()
 

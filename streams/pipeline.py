@@ -57,7 +57,7 @@ class Router:
         self.idle_seconds = idle_seconds
         self.recent = RecentIds()
         self.sources: dict[str, float] = {}  # source -> newest event time
-        self.activity: dict[str, float] = {}  # source -> wall time of its last record
+        self.activity: dict[str, float] = {}  # source -> wall time of its last record (or assignment)
         self.dead: Counter[str] = self.health.dead_letters
         self.routed = 0
         self.duplicates = 0
@@ -99,16 +99,34 @@ class Router:
             sends.append(Outgoing(self.keyed_topic, value or b"", None, part, out.ts, tuple(hdrs)))
         return sends
 
+    def assign(self, sources: set[str]) -> None:
+        """Called on rebalance with the input partitions (``topic:partition``) this worker now owns.
+
+        A source it lost is forgotten: its ticks must not speak for a partition another worker is
+        reading (a stale "idle" from here would drop that source from the watermark while its
+        events are still coming). A source it gained and has not read yet is announced idle after
+        ``idle_seconds`` of silence, like any other, so an empty partition does not hold the
+        watermark back for ever (keyed partitions wait for every input partition: ``Evaluator.expect``).
+        """
+        now = time.monotonic()
+        for gone in (self.activity.keys() | self.sources.keys()) - sources:
+            self.activity.pop(gone, None)
+            self.sources.pop(gone, None)
+        for source in sources:
+            self.activity.setdefault(source, now)
+
     def tick(self) -> list[Outgoing]:
         """Broadcast each source's event time to every keyed partition; a source silent for
         ``idle_seconds`` is announced idle (null) so it stops holding the watermark back."""
-        if not self.sources:
-            return []
         now = time.monotonic()
-        report: dict[str, float | None] = {
-            source: (None if now - self.activity.get(source, now) > self.idle_seconds else ts)
-            for source, ts in self.sources.items()
-        }
+        report: dict[str, float | None] = {}
+        for source, last in self.activity.items():
+            if now - last > self.idle_seconds:
+                report[source] = None
+            elif source in self.sources:
+                report[source] = self.sources[source]
+        if not report:
+            return []
         hdrs = tuple(tick_headers(report))
         return [Outgoing(self.keyed_topic, b"", None, p, None, hdrs) for p in range(self.partitions)]
 
@@ -157,6 +175,18 @@ class Evaluator:
         self.table = table
         self.partitions = partitions
         self.shards: dict[int, Shard] = {}
+        self.expected: frozenset[str] = frozenset()  # every input partition, "topic:partition"
+
+    def expect(self, sources: set[str]) -> None:
+        """Called on rebalance with every partition of the input topics, whichever worker reads it.
+
+        A shard holds its watermark back (at -inf) for an input partition it has not heard from yet,
+        by record or tick, until that partition reports an event time or is announced idle. Without
+        this, the first router to send records (another worker's, or a faster partition's) sets the
+        watermark alone: the events of partitions not yet read arrive late and are skipped by the
+        stateful rules, and absence timers fire before the events that would have stopped them.
+        """
+        self.expected = frozenset(sources)
 
     def reset(self) -> None:
         """Called on rebalance: shards are rebuilt from the (recovered) table on next use."""
@@ -169,6 +199,8 @@ class Evaluator:
             saved = self.table.get(f"{WATERMARK_KEY}{partition}")
             if isinstance(saved, dict):
                 shard.sources.update({k: float(v) for k, v in saved.items()})
+            for source in self.expected - shard.sources.keys():
+                shard.sources[source] = float("-inf")  # not heard from yet: hold the watermark back
             shard.rebuild_timers(self.engine)
             self.shards[partition] = shard
         return shard
@@ -182,7 +214,9 @@ class Evaluator:
                     shard.sources.pop(source, None)
                 else:
                     shard.observe(source, ts)
-            self.table[f"{WATERMARK_KEY}{partition}"] = dict(shard.sources)
+            known = {k: v for k, v in shard.sources.items() if v != float("-inf")}
+            if self.table.get(f"{WATERMARK_KEY}{partition}") != known:  # an idle tick writes nothing
+                self.table[f"{WATERMARK_KEY}{partition}"] = known
             return self.engine.advance(shard)
         out = decode(value or b"", Limits(max_bytes=max(len(value or b""), 1)), now=float("inf"))
         if not isinstance(out, Decoded):  # the router validated it; a mismatch means a foreign writer

@@ -7,8 +7,10 @@ when missing. Faust creates its own internal topics (the keyed topic, the table 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+from typing import Any
 
 from .config import load_rules
 from .settings import Settings
@@ -25,7 +27,56 @@ def ensure_topics(settings: Settings) -> None:
     create_topics(settings.bootstrap_servers, names)
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> int:
+#: Longest a Kafka fetch of the worker's consumer waits for records (ms). Faust hard-codes 1,500 ms.
+#: Tansu does not answer a waiting fetch when records arrive, so at a steady trickle each stage of the
+#: pipeline (input -> route, keyed -> evaluate) held records for up to that long: seconds of detection
+#: latency (bench/README.md, latency section). On Apache Kafka a shorter wait only adds empty fetches
+#: to an idle consumer.
+FETCH_MAX_WAIT_MS = 50
+
+
+def set_fetch_max_wait(ms: int | None) -> None:
+    """Make the Faust consumer created from now on wait at most ``ms`` for records (None: Faust's 1,500)."""
+    from faust.transport.drivers import aiokafka as driver
+
+    thread: Any = driver.AIOKafkaConsumerThread
+    original = getattr(thread, "_modwatch_create_worker_consumer", None) or thread._create_worker_consumer
+    thread._modwatch_create_worker_consumer = original
+    if ms is None:
+        thread._create_worker_consumer = original
+        return
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = ms  # read when the consumer starts its fetcher
+        return consumer
+
+    thread._create_worker_consumer = create
+
+
+def use_event_loop(name: str = "uvloop") -> str:
+    """Install the event loop policy Faust will run on; returns the one in use.
+
+    Called before the app is created: Faust and aiokafka bind to the loop they first see. uvloop
+    (the default) made the worker measurably faster (bench/README.md); ``asyncio`` is the standard
+    loop, also the fallback when uvloop is not installed.
+    """
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: running on the standard asyncio loop")
+            return "asyncio"
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return "uvloop"
+    if name != "asyncio":
+        raise ValueError(f"unknown event loop {name!r} (expected uvloop or asyncio)")
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    return "asyncio"
+
+
+def run_worker(settings: Settings, loglevel: str = "info", loop: str = "uvloop",
+               fetch_max_wait_ms: int | None = FETCH_MAX_WAIT_MS) -> int:  # fmt: skip
     """Run until SIGINT/SIGTERM. Returns the process exit code."""
     import faust
 
@@ -37,6 +88,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
         ",".join(settings.topics.input_topics()), settings.topics.alerts,
     )  # fmt: skip
     ensure_topics(settings)
+    log.info("event loop: %s", use_event_loop(loop))
+    set_fetch_max_wait(fetch_max_wait_ms)
     from .app import create_app
 
     runtime = create_app(settings, ruleset)
@@ -44,6 +97,10 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
 
     serve(registry_for(runtime.engine, runtime.health, live=True), settings.metrics_host, settings.metrics_port)
     worker = faust.Worker(runtime.app, loglevel=loglevel, quiet=True)
+    # Faust's terminal spinner, at --loglevel warning or above, sets the root logger to DEBUG so that
+    # it can spin on every record: every aiokafka and Faust debug call then builds a LogRecord
+    # (measured: the worker ran at a fraction of its speed). The spinner is for terminals anyway.
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -4,6 +4,7 @@ delivery, never the stream."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -14,6 +15,8 @@ from .queued import REFUSED, SENT, QueuedSink
 
 if TYPE_CHECKING:
     from ..metrics import Health
+
+log = logging.getLogger(__name__)
 
 
 class WebhookSink(QueuedSink):
@@ -31,5 +34,8 @@ class WebhookSink(QueuedSink):
             if resp.status < 300:
                 return SENT
             if resp.status < 500 and resp.status != 429:
+                # Not retried (it would be refused again), so this page is lost: say which one.
+                reason = (await resp.text())[:300]
+                log.error("webhook refused alert %s: HTTP %d %s", alert.alert_id, resp.status, reason)
                 return REFUSED
             return f"HTTP {resp.status}"

@@ -1,0 +1,1 @@
+"""Fault tests against the embedded broker: crash, scale-out, broker and sink outages, commit stalls."""
