@@ -1,0 +1,438 @@
+"""Live benchmarks against the embedded broker (Tansu): worker throughput and its Faust tunings,
+scale-out, detection latency, state recovery.
+
+Every throughput run reads events that were replayed into the input topic beforehand (not timed),
+with a consumer group and internal topics of its own, so each starts from the first offset.
+Variants run in interleaved rounds so that a burst of load from other users of the machine hits
+several of them rather than one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from streams.broker import EmbeddedBroker, create_topics, free_port
+from streams.logio import iter_lines
+from streams.replay import replay
+from streams.topology import input_key
+
+from .common import log, median, ratio
+from .engine import ensure_log
+from .procs import (
+    FAUST_DEFAULTS,
+    POLL,
+    TRIVIAL,
+    TRIVIAL_POLL,
+    WORKER,
+    Proc,
+    app_env,
+    time_processing,
+    wait_processed,
+)
+
+LIVE_GOAL = 0.8  # worker >= 0.8x the trivial agent
+SCALE_GOAL = 1.6  # two workers >= 1.6x one
+LATENCY_GOAL = 0.250  # p99 seconds
+
+# One Faust setting changed at a time from Faust's defaults (on the asyncio loop): what each gives.
+TUNINGS: dict[str, dict[str, Any]] = {
+    "stream_buffer_maxsize=16384": {"stream_buffer_maxsize": 16384},
+    "broker_max_poll_records=2000": {"broker_max_poll_records": 2000},
+    "consumer_max_fetch_size=4MiB": {"consumer_max_fetch_size": 4 * 1024**2},
+    "producer_linger=5ms": {"producer_linger": 0.005},
+    "producer_max_batch_size=256KiB": {"producer_max_batch_size": 256 * 1024},
+    "producer_threaded": {"producer_threaded": True},
+    "fetch_max_wait=50ms": {"fetch_max_wait_ms": 50},
+}
+
+
+def _replay(bootstrap: str, path: Path, topic: str, partitions: int) -> int:
+    stats = replay([str(path)], bootstrap, lambda _t: topic, input_key, partitions=partitions, out=io.StringIO())
+    if stats.sent == 0 or stats.rejected_total:
+        raise RuntimeError(f"replay into {topic}: {stats.summary()}")
+    return stats.sent
+
+
+def raw_aiokafka(bootstrap: str, topic: str, total: int) -> float:
+    """Records/s of a bare aiokafka consumer (no group, no decoding): the transport's limit."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition as ATP
+
+    async def run() -> float:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")  # fmt: skip
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                await consumer.topics()
+                parts = consumer.partitions_for_topic(topic) or set()
+            tps = [ATP(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            # From the first fetch to the last record: aiokafka prefetches, so a first batch can hold
+            # most of a small topic.
+            count, started = 0, time.perf_counter()
+            while count < total:
+                batch = await consumer.getmany(timeout_ms=1000)
+                count += sum(len(records) for records in batch.values())
+            return count / (time.perf_counter() - started)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def _run(kind: str, bootstrap: str, app_id: str, topic: str, workdir: Path, total: int, loop: str,
+         faust: dict[str, Any], partitions: int = 1, processes: int = 1) -> dict[str, Any]:  # fmt: skip
+    env = app_env(bootstrap, app_id, topic, workdir, partitions, loop, faust)
+    procs = []
+    try:
+        for index in range(processes):
+            proc_env = dict(env)
+            if index:
+                proc_env = app_env(bootstrap, app_id, topic, workdir / f"p{index}", partitions, loop, faust)
+            procs.append(Proc(kind, proc_env, workdir / f"{app_id}.log"))
+        timing = time_processing(procs, total, poll=TRIVIAL_POLL if kind == TRIVIAL else POLL)
+        rebalances = sum(p.metric("modwatch_rebalances_total") or 0.0 for p in procs) if kind == WORKER else None
+    finally:
+        for proc in procs:
+            proc.stop()
+    return {"events_per_s": round(timing.events_per_s), "startup_s": round(timing.startup_s, 2),
+            "span_s": round(timing.span_s, 2), "rebalances": rebalances}  # fmt: skip
+
+
+def throughput(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
+    """The worker against the trivial agent, raw aiokafka, and each Faust tuning on its own."""
+    path = ensure_log(workdir / f"live-{events}.jsonl", events, seed=3)
+    untuned = ("asyncio", FAUST_DEFAULTS)
+    variants: dict[str, tuple[str, str, dict[str, Any]]] = {
+        "trivial agent, Faust defaults": (TRIVIAL, *untuned),
+        "worker, Faust defaults": (WORKER, *untuned),
+        "worker, uvloop": (WORKER, "uvloop", FAUST_DEFAULTS),
+        **{f"worker, {name}": (WORKER, "asyncio", {**FAUST_DEFAULTS, **change}) for name, change in TUNINGS.items()},
+        "worker as shipped": (WORKER, "uvloop", {}),
+        "trivial agent, same settings as shipped": (TRIVIAL, "uvloop", {}),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    raw: list[float] = []
+    for rnd in range(rounds):
+        # A fresh broker each round: Tansu keeps every record of every run in memory.
+        with EmbeddedBroker() as broker:
+            topic = "bench.events"
+            log(f"live: round {rnd + 1}/{rounds}: replaying {events:,} events (not timed)")
+            _replay(broker.bootstrap, path, topic, 1)
+            raw.append(raw_aiokafka(broker.bootstrap, topic, events))
+            log(f"live: raw aiokafka {raw[-1]:,.0f} records/s")
+            order = list(variants) if rnd % 2 == 0 else list(reversed(variants))
+            for index, name in enumerate(order):
+                kind, loop, faust = variants[name]
+                result = _run(kind, broker.bootstrap, f"r{rnd}v{index}", topic, workdir, events, loop, faust)
+                runs[name].append(result)
+                log(f"live: {name}: {result['events_per_s']:,} events/s")
+    rate = {name: median([r["events_per_s"] for r in rs]) for name, rs in runs.items()}
+    base = rate["worker, Faust defaults"]
+    shipped, trivial = rate["worker as shipped"], rate["trivial agent, same settings as shipped"]
+    return {
+        "events": events,
+        "rounds": rounds,
+        "variants": {
+            name: {"events_per_s": round(rate[name]), "runs": rs, "ratio_vs_untuned_worker": ratio(rate[name], base)}
+            for name, rs in runs.items()
+        },
+        "tunings_tested": TUNINGS,
+        "faust_defaults": FAUST_DEFAULTS,
+        "raw_aiokafka_records_per_s": round(median(raw)),
+        "raw_aiokafka_runs": [round(r) for r in raw],
+        "worker_vs_trivial_same_settings": ratio(shipped, trivial),
+        "worker_vs_trivial_faust_defaults": ratio(shipped, rate["trivial agent, Faust defaults"]),
+        "untuned_worker_vs_untuned_trivial": ratio(base, rate["trivial agent, Faust defaults"]),
+        "trivial_vs_raw_aiokafka": ratio(trivial, median(raw)),
+        "worker_vs_raw_aiokafka": ratio(shipped, median(raw)),
+        "goal_worker_vs_trivial": LIVE_GOAL,
+        "met": shipped / trivial >= LIVE_GOAL,
+    }
+
+
+def scale_out(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
+    """One worker process against two, on 4-partition topics (shipped settings); and two without
+    standby replicas (Faust's default keeps one: each worker also reads the other's changelog)."""
+    path = ensure_log(workdir / f"live-{events}.jsonl", events, seed=3)
+    configs: dict[str, tuple[int, dict[str, Any]]] = {
+        "1 worker": (1, {}),
+        "2 workers": (2, {}),
+        "2 workers, table_standby_replicas=0": (2, {"table_standby_replicas": 0}),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+    for rnd in range(rounds):
+        with EmbeddedBroker() as broker:
+            topic = "bench.events4"
+            log(f"scale-out: round {rnd + 1}/{rounds}: replaying {events:,} events into 4 partitions")
+            _replay(broker.bootstrap, path, topic, 4)
+            order = list(configs) if rnd % 2 == 0 else list(reversed(configs))
+            for index, name in enumerate(order):
+                processes, faust = configs[name]
+                app_id = f"s{rnd}c{index}"
+                result = _run(WORKER, broker.bootstrap, app_id, topic, workdir / app_id, events, "uvloop", faust,
+                              partitions=4, processes=processes)  # fmt: skip
+                runs[name].append(result)
+                log(f"scale-out: {name}: {result['events_per_s']:,} events/s")
+    rate = {name: median([r["events_per_s"] for r in rs]) for name, rs in runs.items()}
+    r1, r2 = rate["1 worker"], rate["2 workers"]
+    r2s = rate["2 workers, table_standby_replicas=0"]
+    return {"events": events, "partitions": 4, "rounds": rounds, "runs": runs,
+            "one_worker_events_per_s": round(r1), "two_workers_events_per_s": round(r2),
+            "two_workers_no_standby_events_per_s": round(r2s),
+            "ratio_two_vs_one": ratio(r2, r1), "ratio_two_no_standby_vs_one": ratio(r2s, r1),
+            "goal_ratio": SCALE_GOAL, "met": r2 / r1 >= SCALE_GOAL}  # fmt: skip
+
+
+# -- detection latency --------------------------------------------------------------------------
+
+
+def _pair(n: int, ts: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A confidential foreign request and the takedown of its meeting one second later (event time)."""
+    actor = {"id": f"emp-liaison-{n % 7}", "kind": "employee", "region": "CN", "role": "liaison"}
+    target = {"kind": "meeting", "id": f"mtg-bench-{n}", "region": "US", "owner_id": f"acct-bench-{n}",
+              "tags": ["political"]}  # fmt: skip
+    requester = {"agency": "Ministry of State Security", "kind": "government", "jurisdiction": "CN"}
+    request = {"event_id": f"bench-req-{n}", "event_type": "request.received", "occurred_at": _iso(ts),
+               "actor": actor, "request_id": f"REQ-BENCH-{n}", "requester": requester, "request_kind": "takedown",
+               "targets": [target], "deadline_seconds": 60, "confidential": True}  # fmt: skip
+    takedown = {"event_id": f"bench-td-{n}", "event_type": "meeting.shutdown", "occurred_at": _iso(ts + 1.0),
+                "actor": actor, "request_id": f"REQ-BENCH-{n}", "target": target}  # fmt: skip
+    return request, takedown
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def _parse_ts(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class _Watcher(threading.Thread):
+    """Reads the alerts topic and the input topic, noting when each watched event id shows up."""
+
+    def __init__(self, bootstrap: str, alerts: str, inputs: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                      fetch_max_wait_ms=5, auto_offset_reset="earliest")  # fmt: skip
+        tps = [TopicPartition(alerts, 0), TopicPartition(inputs, 0)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_end(tps[1])
+        self.alerts = alerts
+        self.alerted: dict[str, float] = {}  # takedown event id -> wall time its alert was read
+        self.echoed: dict[str, float] = {}  # takedown event id -> wall time it was read back from input
+        self.stopping = threading.Event()
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            self._read()
+        except BaseException as exc:  # reported with the results: a dead watcher reads as lost alerts
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.consumer.close()
+
+    def _read(self) -> None:
+        while not self.stopping.is_set():
+            batch = self.consumer.poll(timeout_ms=20)
+            now = time.perf_counter()
+            for tp, records in batch.items():
+                for record in records:
+                    if tp.topic == self.alerts:
+                        for event_id in json.loads(record.value).get("event_ids", []):
+                            if event_id.startswith("bench-td-"):
+                                self.alerted.setdefault(event_id, now)
+                    else:
+                        for key, value in record.headers or []:
+                            if key == "event_id" and value.startswith(b"bench-td-"):
+                                self.echoed.setdefault(value.decode(), now)
+
+
+def _percentiles(values: list[float], missing: int = 0) -> dict[str, float | None]:
+    """Nearest-rank p50/p99 in ms; a pair whose alert never came counts as slower than any other
+    (so a percentile that falls on one is None: "longer than the wait")."""
+    ranked = sorted(values) + [float("inf")] * missing
+    if not ranked:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+
+    def rank(q: float) -> float | None:
+        value = ranked[max(0, math.ceil(q * len(ranked)) - 1)]
+        return None if value == float("inf") else round(value * 1000, 1)
+
+    return {"p50_ms": rank(0.50), "p99_ms": rank(0.99), "max_ms": rank(1.0)}
+
+
+def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wait: float = 20.0,
+            faust: dict[str, Any] | None = None, variant: str = "as shipped",
+            warmup: float = 10.0) -> dict[str, Any]:  # fmt: skip
+    """Produce a generated background stream at ``rate`` events/s with a rapid_takedown pair every
+    ``every`` s; time from producing each takedown to its alert on the alerts topic, and, as the
+    transport's baseline, to reading the takedown back from the input topic. The first ``warmup`` s
+    of background carry no pairs (the worker settles after its start). Alerts still missing ``wait``
+    s after the last send count as slower than every other."""
+    background = int(rate * (seconds + warmup)) + 1000
+    path = ensure_log(workdir / f"latency-{background}.jsonl", background, seed=5, incidents=False,
+                      events_per_day=rate * 86400)  # fmt: skip
+    with EmbeddedBroker() as broker:
+        topic, app_id = "lat.events", f"lat{int(rate)}-{len(list(workdir.glob('lat*-worker.log')))}"
+        create_topics(broker.bootstrap, {topic: 1})
+        worker = Proc(WORKER, app_env(broker.bootstrap, app_id, topic, workdir, 1, "uvloop", faust or {}),
+                      workdir / f"{app_id}-worker.log")  # fmt: skip
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0, acks=1)
+        watcher: _Watcher | None = None
+        try:
+            lines: Iterator[Any] = iter_lines([str(path)])
+            # Warm up: the worker joins its group and processes a first event before timing starts.
+            first = json.loads(next(lines).raw)
+            producer.send(topic, json.dumps(first).encode(), headers=[("event_id", first["event_id"].encode())])
+            producer.flush()
+            wait_processed(worker, 1, timeout=120)
+            watcher = _Watcher(broker.bootstrap, f"{app_id}.alerts", topic)
+            watcher.start()
+            sent_at: dict[str, float] = {}
+            log(f"latency: {rate:,.0f} events/s for {seconds:g} s, a rapid_takedown pair every {every:g} s")
+            started = time.perf_counter()
+            sent, pairs, next_pair = 0, 0, started + warmup
+            for line in lines:
+                due = started + sent / rate
+                if due > started + warmup + seconds:
+                    break
+                while (now := time.perf_counter()) < due:
+                    time.sleep(min(due - now, 0.002))
+                event = json.loads(line.raw)
+                producer.send(topic, line.raw, key=input_key(event),
+                              headers=[("event_id", event["event_id"].encode())])  # fmt: skip
+                sent += 1
+                if now >= next_pair:
+                    request, takedown = _pair(pairs, _parse_ts(event["occurred_at"]))
+                    for item in (request, takedown):
+                        headers = [("event_id", item["event_id"].encode())]
+                        producer.send(topic, json.dumps(item).encode(), headers=headers)
+                    sent_at[takedown["event_id"]] = time.perf_counter()
+                    sent += 2
+                    pairs += 1
+                    next_pair += every
+            elapsed = time.perf_counter() - started
+            producer.flush()
+            deadline = time.perf_counter() + wait
+            while len(watcher.alerted) < len(sent_at) and time.perf_counter() < deadline:
+                time.sleep(0.2)
+            processed = worker.processed() or 0.0
+            alive = worker.alive()
+        finally:
+            producer.close()
+            if watcher is not None:
+                watcher.stopping.set()
+                watcher.join(5)
+            worker.stop()
+    assert watcher is not None
+    detection = [watcher.alerted[k] - t for k, t in sent_at.items() if k in watcher.alerted]
+    transport = [watcher.echoed[k] - t for k, t in sent_at.items() if k in watcher.echoed]
+    det = _percentiles(detection, len(sent_at) - len(detection))
+    base = _percentiles(transport, len(sent_at) - len(transport))
+    p99 = det["p99_ms"]
+    return {
+        "variant": variant,
+        "target_rate": rate,
+        "achieved_rate": round(sent / elapsed),
+        "seconds": round(elapsed - warmup, 1),
+        "warmup_seconds": warmup,
+        "pairs": len(sent_at),
+        "alerts_matched": len(detection),
+        "waited_after_last_send_s": wait,
+        "events_processed_by_worker": int(processed),
+        "events_sent": sent + 1,
+        "worker_alive": alive,
+        "watcher_error": watcher.error,
+        "detection": det,
+        "transport_baseline": base,
+        "ratio_p50_vs_transport": ratio(det["p50_ms"], base["p50_ms"]),
+        "ratio_p99_vs_transport": ratio(p99, base["p99_ms"]),
+        "goal_p99_ms": LATENCY_GOAL * 1000,
+        "met": p99 is not None and p99 <= LATENCY_GOAL * 1000,
+    }
+
+
+def latencies(workdir: Path, rates: list[float], seconds: float) -> dict[str, Any]:
+    """Detection latency of the worker as shipped at each rate (the first is the goal's), then at the
+    last rate with Faust's own 1,500 ms fetch wait: what ``FETCH_MAX_WAIT_MS`` gives."""
+    runs = [latency(workdir, rate, seconds) for rate in rates]
+    runs.append(latency(workdir, rates[-1], seconds, faust={"fetch_max_wait_ms": None},
+                        variant="Faust's 1,500 ms fetch wait"))  # fmt: skip
+    return {"runs": runs}
+
+
+# -- recovery ---------------------------------------------------------------------------------
+
+
+def _state_log(workdir: Path, events: int) -> Path:
+    """``events`` generated events, each by a distinct actor, within 50 s of event time: state that
+    stays open (nothing later arrives to expire it)."""
+    path = workdir / f"state-{events}.jsonl"
+    if not path.exists():
+        source = ensure_log(workdir / f"state-src-{events}.jsonl", events + 1, seed=13, incidents=False,
+                            events_per_day=(events + 1) / 50 * 86400)  # fmt: skip
+        with path.open("w") as out:
+            for n, line in enumerate(iter_lines([str(source)])):
+                event = json.loads(line.raw)
+                event["actor"] = {**event["actor"], "id": f"bench-actor-{n}"}
+                out.write(json.dumps(event) + "\n")
+    return path
+
+
+def recovery(workdir: Path, sizes: list[int]) -> dict[str, Any]:
+    """Restart a worker holding the state of K events; time from its start to its first processed
+    record, against the same restart with (almost) no state."""
+    rows: list[dict[str, float | None]] = []
+    for events in sizes:
+        with EmbeddedBroker() as broker:
+            path = _state_log(workdir, events)
+            lines = path.read_text().splitlines()
+            body, extra = lines[:events], lines[events]
+            topic, app_id = f"rec{events}.events", f"rec{events}"
+            (workdir / f"rec-{events}.jsonl").write_text("\n".join(body) + "\n")
+            _replay(broker.bootstrap, workdir / f"rec-{events}.jsonl", topic, 1)
+            env = app_env(broker.bootstrap, app_id, topic, workdir, 1, "uvloop", {})
+            first = Proc(WORKER, env, workdir / f"{app_id}-1.log")
+            try:
+                wait_processed(first, events, timeout=900)
+                time.sleep(6)  # the worker samples its state size every 5 s
+                keys_before = first.metric("modwatch_state_keys") or 0.0
+            finally:
+                first.stop()
+            producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+            producer.send(topic, extra.encode())
+            producer.flush()
+            producer.close()
+            env = {**env, "MODWATCH_METRICS_PORT": str(free_port())}
+            second = Proc(WORKER, env, workdir / f"{app_id}-2.log")
+            try:
+                ready = wait_processed(second, 1, timeout=900)
+                time.sleep(6)
+                keys_after = second.metric("modwatch_state_keys") or 0.0
+            finally:
+                second.stop()
+        rows.append({"events": events, "state_keys_before": int(keys_before),
+                     "state_keys_after_restart": int(keys_after), "start_to_first_record_s": round(ready, 2)})
+        log(f"recovery: {events:,} events, {int(keys_before):,} keys: first record {ready:.1f} s after start")
+    base = rows[0]["start_to_first_record_s"]
+    for row in rows:
+        row["ratio_vs_smallest"] = ratio(row["start_to_first_record_s"], base)
+    return {"rows": rows}

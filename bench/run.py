@@ -1,0 +1,225 @@
+"""``python -m bench.run --all``: run the benchmarks, write ``bench/results/*.json`` and the table.
+
+Sections (``--only`` takes a comma-separated list): engine, rules, memory, profile (no broker);
+live, scaleout, latency, recovery (embedded broker, worker processes). Each figure is a ratio
+against a baseline measured in the same run; see bench/README.md for what each one measures.
+``--readme`` also rewrites the table in the README's Performance section from the results files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .common import REPO, RESULTS, log, machine, write_result
+
+SECTIONS = ("engine", "rules", "memory", "profile", "live", "scaleout", "latency", "recovery")
+BEGIN, END = "<!-- bench:table:begin -->", "<!-- bench:table:end -->"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--all", action="store_true", help="every section (the default when --only is not given)")
+    parser.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    parser.add_argument("--events", type=int, default=1_000_000, help="engine log length (default 1,000,000)")
+    parser.add_argument("--curve-events", type=int, default=100_000, help="log length for the rule-count curve")
+    parser.add_argument("--memory-events", type=int, default=None, help="distinct actors (default: --events)")
+    parser.add_argument("--profile-events", type=int, default=100_000)
+    parser.add_argument("--live-events", type=int, default=20_000, help="events per live throughput run")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the live variants")
+    parser.add_argument("--latency-rates", default="2000,250",
+                        help="events/s of each latency run; the first is the goal's (2,000/s)")  # fmt: skip
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument("--recovery-sizes", default="100,10000,40000",
+                        help="events of state before each restart; the first is the baseline")  # fmt: skip
+    parser.add_argument("--workdir", default=None, help="where generated logs go (default: a temp dir)")
+    parser.add_argument("--readme", action="store_true", help="rewrite the README table from bench/results")
+    parser.add_argument("--table-only", action="store_true", help="print the table from bench/results; run nothing")
+    return parser.parse_args(argv)
+
+
+def run_section(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from . import engine, live
+
+    sections: dict[str, Callable[[], dict[str, Any]]] = {
+        "engine": lambda: engine.throughput(workdir, args.events),
+        "rules": lambda: engine.rule_curve(workdir, args.curve_events),
+        "memory": lambda: engine.memory(workdir, args.memory_events or args.events),
+        "profile": lambda: engine.profile(workdir, args.profile_events),
+        "live": lambda: live.throughput(workdir, args.live_events, args.rounds),
+        "scaleout": lambda: live.scale_out(workdir, args.live_events, args.rounds),
+        "latency": lambda: live.latencies(workdir, [float(r) for r in args.latency_rates.split(",")],
+                                          args.latency_seconds),
+        "recovery": lambda: live.recovery(workdir, [int(s) for s in args.recovery_sizes.split(",")]),
+    }
+    return sections[name]()
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def _verdict(value: float | None, goal: float, higher_is_better: bool = True) -> str:
+    if value is None or value != value:
+        return "n/a"
+    if (value >= goal) if higher_is_better else (value <= goal):
+        return "met"
+    factor = goal / value if higher_is_better else value / goal
+    return f"missed ({factor:.1f}x short)" if higher_is_better else f"missed ({factor:.1f}x over)"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:,.0f} MiB"
+
+
+def table() -> str:
+    """Markdown: the figures, each with its same-run baseline, ratio and goal."""
+    rows: list[tuple[str, ...]] = []
+
+    def add(what: str, figure: str, base: str, ratio: str, goal: str = "-", result: str = "-") -> None:
+        rows.append((what, figure, base, ratio, goal, result))
+
+    if (e := _load("engine")) is not None:
+        rate = f"{e['backtest_events_per_s']:,} ev/s"
+        add(f"Engine: `backtest`, default rules, {e['events']:,} events", rate,
+            f"parse-only {e['parse_only_events_per_s']:,} ev/s", f"{e['ratio_vs_parse_only']}x", ">= 0.5x",
+            _verdict(e["ratio_vs_parse_only"], 0.5))  # fmt: skip
+        add("Engine: same, against `json.loads` alone", rate, f"json.loads {e['json_loads_events_per_s']:,} ev/s",
+            f"{e['ratio_vs_json_loads']}x")  # fmt: skip
+        t = e["tenths_events_per_s"]
+        add("Cost vs log length: last tenth of the log", f"{t[-1]:,} ev/s", f"first tenth {t[0]:,} ev/s",
+            f"{e['last_vs_first_tenth']}x", "~1x (no slowdown)", _verdict(e["last_vs_first_tenth"], 0.9))  # fmt: skip
+    if (r := _load("rules")) is not None:
+        for row in r["rows"]:
+            add(f"Cost vs rules: {row['rules']} rule(s), {r['events']:,} events", f"{row['events_per_s']:,} ev/s",
+                f"parse-only {r['parse_only_events_per_s']:,} ev/s; 1 rule",
+                f"{row['ratio_vs_parse_only']}x; {row['ratio_vs_1_rule']}x")  # fmt: skip
+    if (lv := _load("live")) is not None:
+        v = lv["variants"]
+        shipped, trivial = v["worker as shipped"], v["trivial agent, same settings as shipped"]
+        worker_rate = f"{shipped['events_per_s']:,} ev/s"
+        add(f"Live worker (as shipped), {lv['events']:,} events", worker_rate,
+            f"trivial Faust agent {trivial['events_per_s']:,} ev/s", f"{lv['worker_vs_trivial_same_settings']}x",
+            ">= 0.8x", _verdict(lv["worker_vs_trivial_same_settings"], 0.8))  # fmt: skip
+        add("Live worker against the trivial agent on Faust defaults", worker_rate,
+            f"trivial agent {v['trivial agent, Faust defaults']['events_per_s']:,} ev/s",
+            f"{lv['worker_vs_trivial_faust_defaults']}x")  # fmt: skip
+        add("Transport limit (context): raw aiokafka read", f"{lv['raw_aiokafka_records_per_s']:,} rec/s",
+            f"trivial agent {trivial['events_per_s']:,} ev/s",
+            f"agent {lv['trivial_vs_raw_aiokafka']}x, worker {lv['worker_vs_raw_aiokafka']}x of raw")  # fmt: skip
+    if (s := _load("scaleout")) is not None:
+        add("Scale-out: 2 worker processes, 4 partitions", f"{s['two_workers_events_per_s']:,} ev/s",
+            f"1 worker {s['one_worker_events_per_s']:,} ev/s", f"{s['ratio_two_vs_one']}x", ">= 1.6x",
+            _verdict(s["ratio_two_vs_one"], 1.6))  # fmt: skip
+        add("Scale-out: same, without standby replicas", f"{s['two_workers_no_standby_events_per_s']:,} ev/s",
+            f"1 worker {s['one_worker_events_per_s']:,} ev/s", f"{s['ratio_two_no_standby_vs_one']}x", ">= 1.6x",
+            _verdict(s["ratio_two_no_standby_vs_one"], 1.6))  # fmt: skip
+    if (lat := _load("latency")) is not None:
+        for la in lat["runs"]:
+            d, b = la["detection"], la["transport_baseline"]
+            late = f"> {la['waited_after_last_send_s']:g} s after the last send"
+            p50 = f"{d['p50_ms']} ms" if d["p50_ms"] is not None else late
+            p99 = f"{d['p99_ms']} ms" if d["p99_ms"] is not None else late
+            caught_up = d["p99_ms"] is not None
+            add(f"Detection latency, worker {la['variant']}, {la['achieved_rate']:,} ev/s offered "
+                f"({la['alerts_matched']}/{la['pairs']} "
+                f"pairs alerted; worker processed {la['events_processed_by_worker']:,}/{la['events_sent']:,} events)",
+                f"p50 {p50}, p99 {p99}", f"input topic read-back p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms",
+                f"p99 {la['ratio_p99_vs_transport']}x" if caught_up else "-", "p99 <= 250 ms",
+                _verdict(d["p99_ms"], 250, False) if caught_up else "missed (fell behind)")  # fmt: skip
+    if (m := _load("memory")) is not None:
+        add(f"Memory: {m['active_keys']:,} active keys ({m['events']:,} distinct actors)",
+            f"{m['bytes_per_active_key']:,} B/key RSS",
+            f"RSS before {_mib(m['rss_baseline_bytes'])}, loaded {_mib(m['rss_loaded_bytes'])}",
+            f"{m['bytes_per_active_key'] / 1024:.2f} KiB/key", "<= 1 KiB/key",
+            _verdict(m["bytes_per_active_key"], 1024, False))  # fmt: skip
+        add("Memory after every window expired", f"RSS {_mib(m['rss_after_expiry_bytes'])}, "
+            f"{m['keys_after_expiry']} keys", "loaded minus baseline RSS",
+            f"{m['retained_after_expiry_ratio']}x retained (objects: {m['retained_blocks_ratio']}x)",
+            "back to baseline (0x)", "met" if m["retained_after_expiry_ratio"] <= 0.1 else "missed")  # fmt: skip
+    if (rc := _load("recovery")) is not None:
+        base = rc["rows"][0]
+        base_text = f"{base['events']:,} events: {base['start_to_first_record_s']} s"
+        for row in rc["rows"][1:]:
+            add(f"Recovery: restart holding the state of {row['events']:,} events "
+                f"({row['state_keys_before']:,} rule-key entries; {row['state_keys_after_restart']:,} after)",
+                f"{row['start_to_first_record_s']} s to first record",
+                base_text, f"{row['ratio_vs_smallest']}x")  # fmt: skip
+    head = "| benchmark | figure | baseline (same run) | ratio | goal | result |\n|---|---|---|---|---|---|\n"
+    return head + "".join("| " + " | ".join(row) + " |\n" for row in rows)
+
+
+def tunings_table() -> str:
+    lv = _load("live")
+    if lv is None:
+        return ""
+    out = "| worker variant | events/s (median) | vs worker on Faust defaults |\n|---|---|---|\n"
+    for name, v in lv["variants"].items():
+        out += f"| {name} | {v['events_per_s']:,} | {v['ratio_vs_untuned_worker']}x |\n"
+    return out
+
+
+def machine_line() -> str:
+    info = _load("machine") or machine()
+    return (f"Machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, {info['platform']}; "
+            f"load average {info['load_1min_at_start']} at start; run {info['date']}.")  # fmt: skip
+
+
+def write_readme() -> None:
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} markers")
+    block = f"{BEGIN}\n{machine_line()}\n\n{table()}\nFaust tunings, one at a time:\n\n{tunings_table()}{END}"
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    readme.write_text(text[:start] + block + text[end:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.table_only:
+        print(machine_line() + "\n\n" + table() + "\n" + tunings_table())
+        return 0
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        print(f"unknown section(s): {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    write_result("machine", machine())
+    with tempfile.TemporaryDirectory(prefix="modwatch-bench-") as tmp:
+        workdir = Path(args.workdir) if args.workdir else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name in chosen:
+            started = time.perf_counter()
+            log(f"== {name}")
+            result = run_section(name, args, workdir)
+            result["section_seconds"] = round(time.perf_counter() - started, 1)
+            result["measured_at"] = machine()["date"]
+            result["load_1min_after"] = round(os.getloadavg()[0], 2)
+            if name == "profile":
+                (RESULTS / "profile.txt").write_text(result.pop("text"))
+            path = write_result(name, result)
+            log(f"== {name} done in {result['section_seconds']} s -> {path.relative_to(REPO)}")
+    print(machine_line() + "\n\n" + table() + "\n" + tunings_table())
+    if args.readme:
+        write_readme()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
