@@ -60,12 +60,6 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "datadir": settings.data_dir,
         "value_serializer": "raw",
         "key_serializer": "raw",
-        # Measured one at a time against Faust's defaults (bench/README.md, live section): a 5 ms
-        # producer linger batches the keyed, changelog and alert records (+19%), a larger stream
-        # buffer lets the conductor run further ahead of the agents (+15%). Each ratio is in
-        # bench/results/live.json; settings that gave nothing (or less) are not set here.
-        "producer_linger": 0.005,
-        "stream_buffer_maxsize": 16384,
         **extra,
     }
 
