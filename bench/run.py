@@ -72,7 +72,8 @@ def _verdict(value: float | None, goal: float, higher_is_better: bool = True) ->
     if (value >= goal) if higher_is_better else (value <= goal):
         return "met"
     factor = goal / value if higher_is_better else value / goal
-    return f"missed ({factor:.1f}x short)" if higher_is_better else f"missed ({factor:.1f}x over)"
+    digits = 2 if factor < 1.1 else 1
+    return f"missed ({factor:.{digits}f}x short)" if higher_is_better else f"missed ({factor:.{digits}f}x over)"
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -81,6 +82,17 @@ def _load(name: str) -> dict[str, Any] | None:
         return None
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def _latency_ratio(run: dict[str, Any]) -> str:
+    """Detection over transport, p99 when both are known, else p50."""
+    if run["ratio_p99_vs_transport"] is not None:
+        return f"p99 {run['ratio_p99_vs_transport']}x"
+    return f"p50 {run['ratio_p50_vs_transport']}x" if run["ratio_p50_vs_transport"] is not None else "-"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value} ms"
 
 
 def _mib(value: float) -> str:
@@ -139,8 +151,8 @@ def table() -> str:
             add(f"Detection latency, worker {la['variant']}, {la['achieved_rate']:,} ev/s offered "
                 f"({la['alerts_matched']}/{la['pairs']} "
                 f"pairs alerted; worker processed {la['events_processed_by_worker']:,}/{la['events_sent']:,} events)",
-                f"p50 {p50}, p99 {p99}", f"input topic read-back p50 {b['p50_ms']} ms, p99 {b['p99_ms']} ms",
-                f"p99 {la['ratio_p99_vs_transport']}x" if caught_up else "-", "p99 <= 250 ms",
+                f"p50 {p50}, p99 {p99}", f"input topic read-back p50 {_ms(b['p50_ms'])}, p99 {_ms(b['p99_ms'])}",
+                _latency_ratio(la) if caught_up else "-", "p99 <= 250 ms",
                 _verdict(d["p99_ms"], 250, False) if caught_up else "missed (fell behind)")  # fmt: skip
     if (m := _load("memory")) is not None:
         add(f"Memory: {m['active_keys']:,} active keys ({m['events']:,} distinct actors)",
@@ -177,7 +189,7 @@ def tunings_table() -> str:
 def machine_line() -> str:
     info = _load("machine") or machine()
     return (f"Machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, {info['platform']}; "
-            f"load average {info['load_1min_at_start']} at start; run {info['date']}.")  # fmt: skip
+            f"load average {info['load_1min_at_start']} when the last invocation began ({info['date']}).")  # fmt: skip
 
 
 def write_readme() -> None:
@@ -194,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.table_only:
         print(machine_line() + "\n\n" + table() + "\n" + tunings_table())
+        if args.readme:
+            write_readme()
         return 0
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
     unknown = set(chosen) - set(SECTIONS)
