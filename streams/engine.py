@@ -112,6 +112,9 @@ class Shard:
             self._scheduled[key] = when
             heapq.heappush(self._heap, (when, key))
 
+    def has_due(self, watermark: float) -> bool:
+        return bool(self._heap) and self._heap[0][0] <= watermark
+
     def is_scheduled(self, key: str) -> bool:
         return key in self._scheduled
 
@@ -216,6 +219,8 @@ class Engine:
         self.stats = EngineStats()
         self.recent = RecentIds()
         self.templates = {rule.id: Template(rule.config.summary) for rule in self.rules}
+        # One Role per (rule, side), made once: routing runs for every event.
+        self.roles = {(rule.id, side): Role(rule, side) for rule in self.rules for side in ("event", "first", "then")}
         self.suppress = {rule.id: _suppress_interval(rule) for rule in self.rules}
         self.personal_fields = frozenset(ruleset.lists.get("personal_fields", DEFAULT_PERSONAL_FIELDS))
         self.pseudo = Pseudonymizer(pseudonymize) if pseudonymize else None
@@ -225,6 +230,7 @@ class Engine:
         ctx = Context(decoded.view, decoded.ts)
         event_type = decoded.event.event_type
         routes: dict[str, list[Role]] = {}
+        roles = self.roles
         for rule in self.by_type.get(event_type, ()):
             try:
                 pairs = rule.route(ctx, event_type)
@@ -232,7 +238,12 @@ class Engine:
                 self._rule_error(rule, decoded.view)
                 continue
             for key, side in pairs:
-                routes.setdefault(key, []).append(Role(rule, side))
+                role = roles[(rule.id, side)]
+                found = routes.get(key)
+                if found is None:
+                    routes[key] = [role]
+                else:
+                    found.append(role)
         return routes
 
     # -- 2. evaluation ------------------------------------------------------------------------
@@ -271,20 +282,25 @@ class Engine:
     # -- 3. time ------------------------------------------------------------------------------
     def advance(self, shard: Shard) -> list[Alert]:
         watermark = self.watermark(shard)
+        if not shard.has_due(watermark):  # the common case: checked before any work
+            return []
         alerts: list[Alert] = []
         for key in shard.due(watermark):
             record = shard.store.get(key)
             if not record:
                 continue
+            next_due = float("inf")  # the record's deadline after this pass, as ``deadline`` computes it
             for rule_id in list(record):
                 rule = self.by_id.get(rule_id)
                 entry = record[rule_id]
                 if rule is None:  # a rule removed from the config: its state goes with it
                     del record[rule_id]
                     continue
-                if entry[0] is not None and (rule.deadline(entry[0]) or float("inf")) <= watermark:
+                state = entry[0]
+                when = rule.deadline(state) if state is not None else None
+                if when is not None and when <= watermark:
                     try:
-                        entry[0], hits = rule.advance(entry[0], watermark)
+                        entry[0], hits = rule.advance(state, watermark)
                     except Exception:
                         # Drop the state the rule cannot advance: kept, it would fail on every event.
                         self._rule_error(rule, {"event_id": f"(timer {key})"})
@@ -293,11 +309,22 @@ class Engine:
                         alert = self._emit(rule, key, hit, entry)
                         if alert is not None:
                             alerts.append(alert)
-                if entry[1] is not None and entry[1][0] + self.suppress[rule_id] < watermark:
-                    entry[1] = None
+                    when = rule.deadline(entry[0]) if entry[0] is not None else None
+                if when is not None and when < next_due:
+                    next_due = when
+                sup = entry[1]
+                if sup is not None:
+                    if sup[0] + self.suppress[rule_id] < watermark:
+                        entry[1] = None
+                    elif sup[0] + self.suppress[rule_id] + 0.001 < next_due:
+                        next_due = sup[0] + self.suppress[rule_id] + 0.001
                 if entry[0] is None and entry[1] is None:
                     del record[rule_id]
-            self._store(shard, key, record)
+            if record:
+                shard.store[key] = record  # reassign: a Faust table only logs assignments
+                shard.schedule(key, next_due if next_due != float("inf") else None)
+            elif key in shard.store:
+                del shard.store[key]
         return alerts
 
     def deadline(self, record: dict[str, Any]) -> float | None:

@@ -99,8 +99,9 @@ class SequenceRule(Paired):
             state = {"a": [], "b": []}
         event_id = view["event_id"]
         mine = state["a"] if side == "first" else state["b"]
-        if any(entry[1] == event_id for entry in mine):
-            return state, []
+        for entry in mine:
+            if entry[1] == event_id:
+                return state, []
         mine.append([ts, event_id, compact(view)])
         within = self.scfg.within
         hits = []
@@ -144,8 +145,15 @@ class SequenceRule(Paired):
     def deadline(self, state: State) -> float | None:
         if not state:
             return None
-        times = [a[0] + self.scfg.within for a in state["a"]] + [b[0] for b in state["b"]]
-        return min(times) + 0.001 if times else None
+        earliest = float("inf")
+        for b in state["b"]:
+            if b[0] < earliest:
+                earliest = b[0]
+        within = self.scfg.within
+        for a in state["a"]:
+            if a[0] + within < earliest:
+                earliest = a[0] + within
+        return earliest + 0.001 if earliest != float("inf") else None
 
     def condition_text(self) -> str:
         joins = " or ".join(f"{j.first} = {j.then}" for j in self.scfg.join)
