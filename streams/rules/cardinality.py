@@ -69,7 +69,7 @@ class CardinalityRule(Windowed):
 
     def deadline(self, state: State) -> float | None:
         times = [t for t, _ in state["i"]] + list(state["v"].values()) if state else []
-        return min(times) + self.size + 0.001 if times else None
+        return min(times) + self.size + self.slack if times else None
 
     def condition_text(self) -> str:
         keys = ", ".join(g[0] for g in self.groups)
