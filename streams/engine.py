@@ -33,6 +33,7 @@ from .decode import Decoded
 from .regions import region_label
 from .rules.base import ACTION_TYPES, Hit, Role, Rule
 from .rules.predicate import Context
+from .rules.sequence import SequenceGroup, group_sequences
 
 log = logging.getLogger(__name__)
 
@@ -206,13 +207,20 @@ class Pseudonymizer:
 
 
 class Engine:
-    def __init__(self, ruleset: RuleSet, lateness: float = 300.0, pseudonymize: bytes | None = None) -> None:
+    def __init__(self, ruleset: RuleSet, lateness: float = 300.0, pseudonymize: bytes | None = None,
+                 group_pairs: bool = True) -> None:  # fmt: skip
         self.ruleset = ruleset
         self.rules = ruleset.rules
-        self.by_id = {rule.id: rule for rule in self.rules}
+        # What routes and keeps state: the rules, with sequence rules that share their first side
+        # and join keys merged into one group (one store per key instead of one per rule).
+        self.units = group_sequences(self.rules) if group_pairs else list(self.rules)
+        for unit in self.units:
+            if isinstance(unit, SequenceGroup):
+                unit.on_error = self._rule_error  # a failing member is isolated like a failing rule
+        self.by_id = {rule.id: rule for rule in (*self.rules, *self.units)}
         # Rules by the event types they accept: most events concern a few rules only.
         self.by_type: dict[str, tuple[Rule, ...]] = {}
-        for rule in self.rules:
+        for rule in self.units:
             for event_type in rule.event_types:
                 self.by_type[event_type] = (*self.by_type.get(event_type, ()), rule)
         self.lateness = lateness
@@ -220,7 +228,7 @@ class Engine:
         self.recent = RecentIds()
         self.templates = {rule.id: Template(rule.config.summary) for rule in self.rules}
         # One Role per (rule, side), made once: routing runs for every event.
-        self.roles = {(rule.id, side): Role(rule, side) for rule in self.rules for side in ("event", "first", "then")}
+        self.roles = {(rule.id, side): Role(rule, side) for rule in self.units for side in _sides(rule)}
         self.suppress = {rule.id: _suppress_interval(rule) for rule in self.rules}
         self.personal_fields = frozenset(ruleset.lists.get("personal_fields", DEFAULT_PERSONAL_FIELDS))
         self.pseudo = Pseudonymizer(pseudonymize) if pseudonymize else None
@@ -269,7 +277,7 @@ class Engine:
                 continue
             entry[0] = state
             for hit in hits:
-                alert = self._emit(rule, key, hit, entry)
+                alert = self._emit_in(record, rule, key, hit, entry)
                 if alert is not None:
                     alerts.append(alert)
             if entry[0] is None and entry[1] is None:
@@ -306,7 +314,7 @@ class Engine:
                         self._rule_error(rule, {"event_id": f"(timer {key})"})
                         entry[0], hits = None, []
                     for hit in hits:
-                        alert = self._emit(rule, key, hit, entry)
+                        alert = self._emit_in(record, rule, key, hit, entry)
                         if alert is not None:
                             alerts.append(alert)
                     when = rule.deadline(entry[0]) if entry[0] is not None else None
@@ -392,6 +400,18 @@ class Engine:
         elif key in shard.store:
             del shard.store[key]
 
+    def _emit_in(self, record: dict[str, Any], rule: Rule, key: str, hit: Hit, entry: list[Any]) -> Alert | None:
+        """``_emit`` for a hit of ``rule``, or of the group member the hit names (its suppression
+        is kept in the member's own entry of the record)."""
+        if hit.rule_id is None or hit.rule_id == rule.id:
+            return self._emit(rule, key, hit, entry)
+        member = self.by_id[hit.rule_id]
+        member_entry = record.get(member.id) or [None, None]
+        alert = self._emit(member, key, hit, member_entry)
+        if member_entry[1] is not None:
+            record[member.id] = member_entry
+        return alert
+
     def _emit(self, rule: Rule, key: str, hit: Hit, entry: list[Any]) -> Alert | None:
         """Score a hit and decide: a new alert, a duplicate of one already sent, or suppressed."""
         new_id = alert_id(rule.id, self.pseudo.group_key(key) if self.pseudo else key, hit.anchor)
@@ -464,9 +484,18 @@ class Engine:
         """Number of keys holding state, per rule (for metrics and the bounded-state tests)."""
         sizes: Counter[str] = Counter()
         for record in shard.store.values():
+            holders: set[str] = set()
             for rule_id in record:
-                sizes[rule_id] += 1
+                unit = self.by_id.get(rule_id)
+                holders.update(unit.member_ids if isinstance(unit, SequenceGroup) else (rule_id,))
+            sizes.update(holders)
         return sizes
+
+
+def _sides(rule: Rule) -> tuple[str, ...]:
+    if isinstance(rule, SequenceGroup):
+        return ("first", *rule.then_sides.values())
+    return ("event", "first", "then")
 
 
 def _suppress_interval(rule: Rule) -> float:

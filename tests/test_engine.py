@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from streams.alerts import Alert
 from streams.config import RuleSet, load_rules
 from streams.decode import Decoded, decode
 from streams.engine import Engine, Shard
+from streams.rules.sequence import SequenceGroup
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 T0 = 1_590_969_600.0  # 2020-06-01T00:00:00Z
@@ -372,7 +374,9 @@ def test_a_failing_rule_is_isolated(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("rule bug")
 
-    monkeypatch.setattr(broken, "apply", boom)
+    # The rule's pair check: sequence rules sharing their first side run in one group, which calls
+    # each member's pair check (not the member's own ``apply``).
+    monkeypatch.setattr(broken, "_pair", boom)
     _, _, expected = feed(build_log(), load_rules(CONFIG))
     engine, _, alerts = feed(build_log(), rules)
     assert engine.stats.rule_errors["rapid_takedown"] > 0
@@ -401,3 +405,72 @@ def test_a_failing_route_or_timer_is_isolated(monkeypatch: pytest.MonkeyPatch) -
     assert "bulk_export" not in fired
     assert "unlogged_request" not in fired
     assert {"rapid_takedown", "cross_jurisdiction", "cumulative_exfiltration", "fabricated_reports"} <= fired
+
+
+# -- sequence rules sharing a store ------------------------------------------------------------------
+
+
+def _feed_engine(engine: Engine, events: Iterable[dict[str, Any]]) -> tuple[Shard, list[Alert]]:
+    shard = Shard()
+    alerts: list[Alert] = []
+    for raw in events:
+        alerts.extend(engine.process(shard, decoded(raw)))
+    return shard, alerts
+
+
+@pytest.mark.parametrize("seed", [None, 1, 2])
+def test_grouped_sequence_rules_alert_exactly_as_separate_ones(seed: int | None) -> None:
+    log = build_log() if seed is None else _shuffle_locally(build_log(), spread=120.0, seed=seed)
+    grouped = Engine(default_rules())
+    apart = Engine(default_rules(), group_pairs=False)
+    assert [u.id for u in grouped.units if isinstance(u, SequenceGroup)] != []  # the defaults do group
+    shard_g, got = _feed_engine(grouped, log)
+    shard_a, want = _feed_engine(apart, log)
+    assert [a.to_json() for a in got] == [a.to_json() for a in want]
+    assert grouped.stats.request_latency.keys() == apart.stats.request_latency.keys()
+    for key, hist in apart.stats.request_latency.items():
+        assert grouped.stats.request_latency[key].counts == hist.counts
+    assert grouped.state_size(shard_g) == apart.state_size(shard_a)
+
+
+def test_only_sequence_rules_with_the_same_first_side_and_joins_are_grouped() -> None:
+    engine = Engine(default_rules())
+    groups = [u for u in engine.units if isinstance(u, SequenceGroup)]
+    assert [g.member_ids for g in groups] == [["rapid_takedown", "cross_jurisdiction", "request_latency"]]
+    # the absence rule and the other kinds stay on their own, in their configured order
+    assert [u.id for u in engine.units if not isinstance(u, SequenceGroup)] == [
+        r.id for r in default_rules().rules if r.kind != "sequence"
+    ]
+
+
+def test_a_group_state_saved_under_other_members_is_read_with_its_masks_translated(tmp_path: Path) -> None:
+    """A configuration change that removes a member keeps the pending events and, for each, the
+    members it was pending for: the state names its members and masks are translated on first use."""
+    t = 5 * DAY
+    request = ev("request.received", "rq-1", t, staff(2), request_id="R-1", requester=MSS, request_kind="user_data",
+                 targets=[{"kind": "dataset", "id": "accounts", "region": "US"}], confidential=True)  # fmt: skip
+    # an export fulfilling the request, read before the request (which is late, but within the lateness)
+    export = ev("data.export", "x-1", t + 20, staff(3), request_id="R-1", ticket_id="TSK-1",
+                target={"kind": "dataset", "id": "accounts", "region": "US"}, record_count=10,
+                fields=["user_id"], subject_regions={"US": 10},
+                destination={"kind": "external", "name": "portal", "region": "CN"})  # fmt: skip
+    old = Engine(default_rules())
+    shard = Shard()
+    old.process(shard, decoded(export))
+    group = next(u for u in old.units if isinstance(u, SequenceGroup))
+    saved = shard.store["request=R-1"][group.id][0]
+    assert saved["m"] == ["rapid_takedown", "cross_jurisdiction", "request_latency"]
+    assert [b[3] for b in saved["b"]] == [0b110]  # an export is no takedown: pending for the other two
+    # now without rapid_takedown: cross_jurisdiction moves from bit 1 to bit 0, request_latency to bit 1
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG, config)
+    text = (config / "rules.yaml").read_text()
+    start = text.index("  - id: rapid_takedown")
+    (config / "rules.yaml").write_text(text[:start] + text[text.index("  - id: cross_jurisdiction") :])
+    new = Engine(load_rules(config))
+    new_group = next(u for u in new.units if isinstance(u, SequenceGroup))
+    assert new_group.id == group.id and new_group.member_ids == ["cross_jurisdiction", "request_latency"]
+    alerts = new.process(shard, decoded(request))
+    assert [a.rule_id for a in alerts if a.rule_id in saved["m"]] == ["cross_jurisdiction"]
+    assert sum(h.count for h in new.stats.request_latency.values()) == 1
+    assert shard.store["request=R-1"][group.id][0]["m"] == ["cross_jurisdiction", "request_latency"]

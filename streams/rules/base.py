@@ -98,6 +98,7 @@ class Hit:
     view: dict[str, Any]  # the event that completed the pattern
     first: dict[str, Any] | None = None  # the earlier event of a pair
     facts: dict[str, Any] = field(default_factory=dict)  # count, total, latency... for the summary
+    rule_id: str | None = None  # set by a rule group: the member rule that detected it
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ without it falls back to the target it acted on. A is stored under every key it 
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -161,3 +163,176 @@ class SequenceRule(Paired):
             f"{'/'.join(self.scfg.first.events)} then {'/'.join(self.scfg.then.events)} within "
             f"{format_duration(self.scfg.within)}, joined on {joins}, where {describe(self.scfg.where)}"
         )
+
+
+class SequenceGroup(Rule):
+    """Sequence rules that share their first side and join keys, evaluated over one store per key.
+
+    The default rules pair every request with the actions that follow it three times (a rapid
+    takedown, an out-of-jurisdiction fulfilment, the request-to-action latency). Apart, each keeps
+    its own copy of every request and of every action waiting for a late request, and the engine
+    routes, stores and expires each copy. Together, a key holds one list of requests (kept for the
+    longest member's ``within``) and one of pending actions, each action tagged with the members
+    whose ``then`` it matched (a bit mask over the member ids saved in the state, so a state written
+    under another configuration is read correctly). Hits carry the member's id and are scored,
+    suppressed and counted as that member's.
+
+    Not a configured rule kind: the engine builds groups from the configured sequence rules.
+    """
+
+    kind = "sequence_group"
+
+    def __init__(self, members: list[SequenceRule]) -> None:
+        # A group has no config of its own: the engine reads configs of members only.
+        head = members[0]
+        self.members = members
+        self.member_ids = [m.id for m in members]
+        self.id = group_id(head)
+        self.lists = head.lists
+        self.first_types, self.first_test = head.first_types, head.first_test
+        self.joins = head.joins
+        self.max_fanout = head.pcfg.max_fanout  # part of the group's signature: the same for all
+        self.keep = max(m.scfg.within for m in members)  # how long a first event stays useful
+        self.then_sides = {mask: f"then:{mask}" for mask in range(1, 1 << len(members))}
+        # Called with a member and the event when the member's own code fails (the engine counts
+        # and logs it as that rule's error); the other members go on. Without it, errors propagate.
+        self.on_error: Callable[[Rule, dict[str, Any]], None] | None = None
+        self.masks = {side: mask for mask, side in self.then_sides.items()}
+
+    @property
+    def window(self) -> float:
+        return self.keep
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return frozenset(self.first_types.union(*(m.then_types for m in self.members)))
+
+    def event_deadline(self, ts: float, side: str) -> float | None:
+        return ts + 0.001
+
+    def route(self, ctx: Context, event_type: str) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if event_type in self.first_types and self.first_test(ctx):
+            for name, first_path, get_first, _, _ in self.joins:
+                for value in _values(first_path, get_first, ctx)[: self.max_fanout]:
+                    out.append((f"{name}={value}", "first"))
+        mask = 0
+        for bit, member in enumerate(self.members):
+            if event_type in member.then_types and self._guard(member, ctx.view, member.then_test, ctx):
+                mask |= 1 << bit
+        if mask:
+            side = self.then_sides[mask]
+            for name, _, _, then_path, get_then in self.joins:
+                values = _values(then_path, get_then, ctx)
+                if values:
+                    out.extend((f"{name}={value}", side) for value in values[: self.max_fanout])
+                    break
+        return out
+
+    def apply(self, state: State, view: dict[str, Any], ts: float, side: str) -> tuple[State, list[Hit]]:
+        if state is None:
+            state = {"m": self.member_ids, "a": [], "b": []}
+        elif state["m"] != self.member_ids:
+            state = self._remap(state)
+        event_id = view["event_id"]
+        hits: list[Hit] = []
+        if side == "first":
+            for entry in state["a"]:
+                if entry[1] == event_id:
+                    return state, []
+            a_view = compact(view)
+            state["a"].append([ts, event_id, a_view])
+            for b_ts, b_id, b_view, mask in state["b"]:
+                if ts <= b_ts:
+                    self._pairs(hits, mask, ts, event_id, a_view, b_ts, b_id, b_view)
+            return state, hits
+        for entry in state["b"]:
+            if entry[1] == event_id:
+                return state, []
+        mask = self.masks[side]
+        state["b"].append([ts, event_id, compact(view), mask])
+        for a_ts, a_id, a_view in state["a"]:
+            if a_ts <= ts:
+                self._pairs(hits, mask, a_ts, a_id, a_view, ts, event_id, view)
+        return state, hits
+
+    def _pairs(self, hits: list[Hit], mask: int, a_ts: float, a_id: str, a_view: dict[str, Any],
+               b_ts: float, b_id: str, b_view: dict[str, Any]) -> None:  # fmt: skip
+        for bit, member in enumerate(self.members):
+            if mask >> bit & 1 and b_ts <= a_ts + member.scfg.within:
+                hit = self._guard(member, b_view, member._pair, a_ts, a_id, a_view, b_ts, b_id, b_view)
+                if hit is not None:
+                    hit.rule_id = member.id
+                    hits.append(hit)
+
+    def _guard(self, member: Rule, view: dict[str, Any], call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)``; if it fails and ``on_error`` is set, report it for ``member`` and return None."""
+        if self.on_error is None:
+            return call(*args)
+        try:
+            return call(*args)
+        except Exception:
+            self.on_error(member, view)
+            return None
+
+    def _remap(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A state saved under other members (the configuration changed): translate the masks."""
+        bit_of = {rule_id: bit for bit, rule_id in enumerate(self.member_ids)}
+        moves = [(old, bit_of[rule_id]) for old, rule_id in enumerate(state["m"]) if rule_id in bit_of]
+        pending = []
+        for b_ts, b_id, b_view, old_mask in state["b"]:
+            mask = sum(1 << new for old, new in moves if old_mask >> old & 1)
+            if mask:
+                pending.append([b_ts, b_id, b_view, mask])
+        return {"m": self.member_ids, "a": state["a"], "b": pending}
+
+    def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
+        keep = self.keep
+        state["a"] = [a for a in state["a"] if a[0] + keep >= watermark]
+        # A pending B can only meet an A that is not late, i.e. one at or after the watermark.
+        state["b"] = [b for b in state["b"] if b[0] >= watermark]
+        return (state if state["a"] or state["b"] else None), []
+
+    def deadline(self, state: State) -> float | None:
+        if not state:
+            return None
+        earliest = float("inf")
+        for b in state["b"]:
+            if b[0] < earliest:
+                earliest = b[0]
+        keep = self.keep
+        for a in state["a"]:
+            if a[0] + keep < earliest:
+                earliest = a[0] + keep
+        return earliest + 0.001 if earliest != float("inf") else None
+
+    def condition_text(self) -> str:
+        return "shared store of " + ", ".join(self.member_ids)
+
+
+def group_id(rule: SequenceRule) -> str:
+    """The group of a sequence rule: its first side and join keys (their names and paths)."""
+    cfg = rule.scfg
+    joins = ",".join(f"{j.name}:{j.first}:{j.then}" for j in cfg.join)
+    where = describe(cfg.first.where) if cfg.first.where is not None else ""
+    signature = f"{'/'.join(cfg.first.events)}|{where}|{joins}|{cfg.max_fanout}"
+    digest = hashlib.sha256(signature.encode()).hexdigest()[:8]
+    return f"pairs:{'/'.join(cfg.first.events)}:{digest}"
+
+
+def group_sequences(rules: tuple[Rule, ...] | list[Rule]) -> list[Rule]:
+    """The rules as the engine evaluates them: sequence rules sharing a group replaced by one
+    ``SequenceGroup`` at the place of its first member; every other rule as it is."""
+    by_group: dict[str, list[SequenceRule]] = {}
+    for rule in rules:
+        if isinstance(rule, SequenceRule):
+            by_group.setdefault(group_id(rule), []).append(rule)
+    out: list[Rule] = []
+    placed: set[str] = set()
+    for rule in rules:
+        if not isinstance(rule, SequenceRule) or len(by_group[group_id(rule)]) == 1:
+            out.append(rule)
+        elif (gid := group_id(rule)) not in placed:
+            placed.add(gid)
+            out.append(SequenceGroup(by_group[gid]))
+    return out
