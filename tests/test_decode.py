@@ -324,3 +324,58 @@ def test_arbitrary_json_never_raises(value: Any) -> None:
     out = decode(json.dumps(value), now=NOW)
     assert isinstance(out, Rejected)
     assert out.reason in codes.REASONS
+
+
+# -- the orjson fast path decides nothing on its own ----------------------------------------------
+
+_EDGE_RECORDS = [
+    raw(suspend()),
+    raw(export(record_count=2**63 - 1)),
+    json.dumps(suspend(reason=float("nan"))).encode(),  # NaN: json reads it, orjson does not
+    json.dumps(suspend(reason=float("inf"))).encode(),
+    b'{"event_type": "account.suspend", "reason": "\\ud800"}',  # a lone surrogate escape
+    "\ufeff".encode() + raw(suspend()),  # a byte-order mark
+    raw(suspend(event_id="a")).replace(b'"event_id": "a"', b'"event_id": "a", "event_id": "b"'),
+    json.dumps(_nested(33)).encode(),
+    b"[" * 40 + b"]" * 40,
+    b'{"a": ' * 40 + b"1" + b"}" * 40,
+    b'{"a": ' * 2000 + b"1" + b"}" * 2000,  # past orjson's own recursion limit
+    b"\xff\xfe{}",
+    raw(suspend()).decode("utf-8"),  # text, not bytes
+    b'{"event_type": "account.suspend"} ',
+    b"[]",
+    b"1e400",
+]
+
+
+@pytest.mark.parametrize("record", _EDGE_RECORDS, ids=[str(i) for i in range(len(_EDGE_RECORDS))])
+def test_the_fast_path_gives_what_json_alone_gives(record: bytes | str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = decode(record, now=NOW)
+    monkeypatch.setattr(codes, "_fast_parse", lambda raw, limits: None)
+    slow = decode(record, now=NOW)
+    assert fast == slow
+
+
+def test_an_integer_past_64_bits_is_rejected_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    record = raw(export(record_count=2**70))  # orjson reads it as a float, json as an int
+    fast = decode(record, now=NOW)
+    monkeypatch.setattr(codes, "_fast_parse", lambda raw, limits: None)
+    slow = decode(record, now=NOW)
+    assert isinstance(fast, Rejected) and isinstance(slow, Rejected)
+    assert fast.reason == slow.reason == codes.CONTRACT
+    assert fast.detail.startswith("record_count:") and slow.detail.startswith("record_count:")
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+                    max_leaves=20))  # fmt: skip
+def test_the_fast_path_agrees_on_any_json_value(value: Any) -> None:
+    record = json.dumps({**suspend(), "extra": value}).encode()
+    fast = decode(record, now=NOW)
+    original = codes._fast_parse
+    try:
+        codes._fast_parse = lambda raw, limits: None  # type: ignore[assignment]
+        slow = decode(record, now=NOW)
+    finally:
+        codes._fast_parse = original
+    assert fast == slow
