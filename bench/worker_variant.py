@@ -14,7 +14,7 @@ from typing import Any
 
 from streams import app as app_module
 from streams.settings import Settings
-from streams.worker import run_worker
+from streams.worker import FETCH_MAX_WAIT_MS, run_worker
 
 
 def overrides() -> dict[str, Any]:
@@ -26,7 +26,7 @@ def overrides() -> dict[str, Any]:
 
 def main() -> int:
     extra = overrides()
-    fetch_wait = extra.pop("fetch_max_wait_ms", None)
+    fetch_wait = extra.pop("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)  # null: Faust's 1,500 ms
     shipped = app_module._faust_settings
 
     def patched(settings: Settings) -> dict[str, Any]:

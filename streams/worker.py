@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from .config import load_rules
@@ -27,11 +28,10 @@ def ensure_topics(settings: Settings) -> None:
     create_topics(settings.bootstrap_servers, names)
 
 
-#: A shorter wait for the worker's Kafka fetches (ms), opt-in through ``run_worker(fetch_max_wait_ms=...)``.
-#: Faust hard-codes 1,500 ms and Tansu does not answer a waiting fetch when records arrive, so at a
-#: trickle each stage (input -> route, keyed -> evaluate) holds records for up to 1.5 s: detection
-#: latency p50 2.9 s at 250 events/s, 113 ms with 50 ms (bench/README.md, latency). Not the default:
-#: with it, test_state_survives_a_graceful_restart failed (the restarted worker stopped consuming).
+#: How long the worker's Kafka fetches wait for records (ms). Faust hard-codes 1,500 ms, and Tansu does
+#: not answer a waiting fetch when records arrive, so at a trickle each stage (input -> route, keyed ->
+#: evaluate) held records for up to 1.5 s: detection latency p50 2.9 s at 250 events/s, 113 ms with
+#: 50 ms (bench/README.md, latency). A shorter wait costs an empty fetch per wait per worker.
 FETCH_MAX_WAIT_MS = 50
 
 
@@ -52,6 +52,72 @@ def set_fetch_max_wait(ms: int | None) -> None:
         return consumer
 
     thread._create_worker_consumer = create
+
+
+def use_fetched_highwaters() -> None:
+    """Make Faust's table recovery read each changelog to its real end.
+
+    Recovery reads a changelog partition up to the end offset from ListOffsets(latest) and then
+    pauses it. Tansu answers ListOffsets with the *first* offset of the last record batch + 1: after
+    a worker's final flush wrote its last state changes as one batch of, say, 22 records, recovery
+    stopped 21 records short. Whether those records were applied anyway depended on a race (were
+    they already queued when the partition was paused?), so a restarted worker sometimes lost the
+    state its predecessor flushed last (test_state_survives_a_graceful_restart: the windows opened
+    before the restart never completed). The high watermark in a Fetch response is right, so the
+    end offsets Faust asks for (active and standby changelogs) are checked with one Fetch at the
+    listed end - 1; on Apache Kafka that changes nothing.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    thread: Any = driver.AIOKafkaConsumerThread
+    if getattr(thread, "_modwatch_listed_highwaters", None) is not None:
+        return
+    listed_highwaters = thread._highwaters
+    thread._modwatch_listed_highwaters = listed_highwaters
+
+    async def highwaters(self: Any, partitions: Any) -> Any:
+        listed = await listed_highwaters(self, partitions)
+        if self.consumer.in_transaction:  # last stable offsets, not ListOffsets
+            return listed
+        return await fetched_highwaters(self._ensure_consumer(), listed)
+
+    thread._highwaters = highwaters
+
+
+async def fetched_highwaters(consumer: Any, listed: Mapping[Any, int | None]) -> dict[Any, int | None]:
+    """``listed`` (partition -> end offset) raised to the high watermark of a Fetch at end - 1.
+
+    ``consumer`` is a started aiokafka consumer. A partition whose Fetch fails keeps its listed
+    offset: no worse than before.
+    """
+    from aiokafka.protocol.fetch import FetchRequest
+
+    result = dict(listed)
+    by_node: dict[int, dict[str, list[tuple[int, int, int]]]] = {}
+    for tp, end in listed.items():
+        node = consumer._client.cluster.leader_for_partition(tp)
+        if end is None or node is None or node < 0:
+            continue
+        by_node.setdefault(node, {}).setdefault(tp.topic, []).append((tp.partition, max(end - 1, 0), 1 << 16))
+    for node, topics in by_node.items():
+        # The records at end - 1 answer it at once. Not max_wait 0: Tansu answers that with no partitions.
+        # read_uncommitted (0), like ListOffsets(latest).
+        request = FetchRequest(100, 1, 1 << 20, 0, list(topics.items()))
+        try:
+            response = await consumer._client.send(node, request)
+        except Exception as exc:  # a failed check must not fail recovery
+            log.warning("could not check changelog end offsets on node %s: %r", node, exc)
+            continue
+        for topic, parts in response.topics:
+            for partition, error_code, highwater, *_ in parts:
+                tp = next((t for t in listed if t.topic == topic and t.partition == partition), None)
+                if tp is None or error_code != 0 or highwater is None:
+                    continue
+                end = result[tp]
+                if end is None or highwater > end:
+                    log.info("%s[%d]: end offset %s per ListOffsets, %d per Fetch", topic, partition, end, highwater)
+                    result[tp] = highwater
+    return result
 
 
 def use_event_loop(name: str = "uvloop") -> str:
@@ -76,7 +142,7 @@ def use_event_loop(name: str = "uvloop") -> str:
 
 
 def run_worker(settings: Settings, loglevel: str = "info", loop: str = "uvloop",
-               fetch_max_wait_ms: int | None = None) -> int:  # fmt: skip
+               fetch_max_wait_ms: int | None = FETCH_MAX_WAIT_MS) -> int:  # fmt: skip
     """Run until SIGINT/SIGTERM. Returns the process exit code."""
     import faust
 
@@ -90,6 +156,7 @@ def run_worker(settings: Settings, loglevel: str = "info", loop: str = "uvloop",
     ensure_topics(settings)
     log.info("event loop: %s", use_event_loop(loop))
     set_fetch_max_wait(fetch_max_wait_ms)
+    use_fetched_highwaters()
     from .app import create_app
 
     runtime = create_app(settings, ruleset)
