@@ -7,22 +7,30 @@ changelog (both ``settings.topics.partitions`` partitions), the alerts and dead-
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import mode
+from faust.serializers import codecs
+from faust.types import EventT
 
 from .alerts import Alert
 from .config import RuleSet
 from .decode import Limits
 from .engine import Engine
 from .metrics import Health
-from .pipeline import Evaluator, Outgoing, Router
+from .pipeline import Change, Evaluator, Outgoing, Router
 from .settings import Settings
 from .sinks import SinkSet
 
 log = logging.getLogger(__name__)
+
+BATCH = 1000  # records per batch at most, in each agent
+BATCH_WITHIN = 0.02  # seconds a batch waits to fill: at a trickle, each agent adds this much latency
+RecordHeaders = list[tuple[str, bytes]]
+TABLE_SERIALIZER = "json"  # Faust's for a table without key or value types: its changelog's format
 
 
 @dataclass
@@ -75,6 +83,13 @@ def _partition_count(app: faust.App, topic: str) -> int:
         return int(app.consumer.topic_partitions(topic) or 0)
 
 
+def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[EventT]]:
+    """The stream's events in lists of up to ``BATCH``, each within ``BATCH_WITHIN`` s. A list's
+    events are acked when the next list is asked for: after the caller handed its records and
+    changes to the producer, which Faust flushes before it commits offsets (at least once)."""
+    return stream.take_events(BATCH, within=BATCH_WITHIN)  # type: ignore[attr-defined]  # not on StreamT
+
+
 def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     app = faust.App(settings.app_id, **_faust_settings(settings))
     partitions = settings.topics.partitions
@@ -94,38 +109,61 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         engine, settings.topics.keyed, settings.topics.deadletter, partitions,
         Limits(max_bytes=settings.max_record_bytes), idle_seconds=settings.idle_source_seconds, health=health,
     )  # fmt: skip
-    evaluator = Evaluator(engine, table, partitions, health)
+    # The engine works on the table's local storage; the agent logs each changed key once per batch.
+    evaluator = Evaluator(engine, table.data, partitions, health)
     sinks = SinkSet.from_settings(settings, health)
     runtime = Runtime(app, engine, router, evaluator, sinks, health, topics)
     input_names = set(settings.topics.input_topics())
-    by_name = {t: topics[k] for k, t in (("keyed", settings.topics.keyed), ("deadletter", settings.topics.deadletter))}
+    changelog = table.changelog_topic
+
+    # Records go to the producer directly, not through ``topic.send()``: Faust's send yields to the
+    # event loop on every call (``maybe_start_producer`` is a stampede, which sleeps first), and at
+    # each yield aiokafka's sender ships what it holds, so a batch went out as one produce request
+    # per record. Without the yields a batch's records leave together. The producer is started
+    # before the agents and the timers run.
+    async def produce(topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+                      timestamp: float | None = None, headers: RecordHeaders | None = None) -> None:  # fmt: skip
+        await app.producer.send(topic, key, value, partition, timestamp, headers)
 
     async def send(record: Outgoing) -> None:
-        await by_name[record.topic].send(
-            key=record.key, value=record.value, partition=record.partition,
-            timestamp=record.timestamp, headers=list(record.headers),
-        )  # fmt: skip
+        await produce(record.topic, record.key, record.value, record.partition, record.timestamp, list(record.headers))
 
     async def publish(alerts: list[Alert]) -> None:
         for alert in alerts:
-            await topics["alerts"].send(
-                key=alert.alert_id.encode(), value=alert.to_json().encode(), timestamp=alert.last_seen,
-                headers=[("rule_id", alert.rule_id.encode()), ("severity", alert.severity.label.encode())],
+            await produce(
+                settings.topics.alerts, alert.alert_id.encode(), alert.to_json().encode(), None, alert.last_seen,
+                [("rule_id", alert.rule_id.encode()), ("severity", alert.severity.label.encode())],
             )  # fmt: skip
             sinks.deliver(alert)
 
+    async def log_changes(changes: list[Change]) -> None:
+        """Each changed key's value to its changelog partition, serialised as the table would
+        (a deleted key is a tombstone, as Faust's own ``del table[key]`` sends)."""
+        name = changelog.get_topic_name()
+        for change in changes:
+            key = codecs.dumps(TABLE_SERIALIZER, change.key)
+            value = None if change.value is None else codecs.dumps(TABLE_SERIALIZER, change.value)
+            await produce(name, key, value, change.partition)
+
     @app.agent(topics["input"], name="route")
     async def route(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            for record in router.on_record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers):
-                await send(record)
+        # In batches, as ``evaluate``: a batch's records reach the producer together.
+        async for batch in batches(stream):
+            for event in batch:
+                msg = event.message
+                for record in router.on_record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers):
+                    await send(record)
 
     @app.agent(topics["keyed"], name="evaluate")
     async def evaluate(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            await publish(evaluator.on_record(msg.partition, msg.value, msg.headers))
+        # In batches: a key that several records of a batch change is logged once, with its last value.
+        async for batch in batches(stream):
+            alerts: list[Alert] = []
+            for event in batch:
+                msg = event.message
+                alerts.extend(evaluator.on_record(msg.partition, msg.value, msg.headers))
+            await publish(alerts)  # before the state that remembers them: a crash repeats, never loses
+            await log_changes(evaluator.flush())
 
     @app.timer(interval=settings.tick_seconds)
     async def tick() -> None:

@@ -132,32 +132,40 @@ class Router:
 
 
 class PartitionStore(MutableMapping[str, Any]):
-    """A view of the table holding only one keyed partition's keys (the table holds all the
-    partitions assigned to this worker)."""
+    """A view of the state store holding only one keyed partition's keys (the store holds all the
+    partitions assigned to this worker).
 
-    def __init__(self, table: MutableMapping[str, Any], partition: int, partitions: int) -> None:
-        self.table = table
+    Writes and deletes go to the store at once and mark the key dirty; nothing is logged here. The
+    app sends each dirty key's final value to the changelog once per batch (``Evaluator.flush``), not
+    once per assignment: the engine writes a key several times per event.
+    """
+
+    def __init__(self, store: MutableMapping[str, Any], partition: int, partitions: int, dirty: set[str]) -> None:
+        self.store = store
         self.partition = partition
         self.partitions = partitions
+        self.dirty = dirty
 
     def __getitem__(self, key: str) -> Any:
-        return self.table[key]
+        return self.store[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self.table.get(key)
+        value = self.store.get(key)
         return default if value is None else value
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.table[key] = value
+        self.store[key] = value
+        self.dirty.add(key)
 
     def __delitem__(self, key: str) -> None:
-        del self.table[key]
+        del self.store[key]
+        self.dirty.add(key)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.table
+        return key in self.store
 
     def __iter__(self) -> Iterator[str]:
-        for key in list(self.table.keys()):
+        for key in list(self.store.keys()):
             if not key.startswith(WATERMARK_KEY) and partition_of(key, self.partitions) == self.partition:
                 yield key
 
@@ -165,16 +173,30 @@ class PartitionStore(MutableMapping[str, Any]):
         return sum(1 for _ in self)
 
 
-class Evaluator:
-    """Stage 2: run the rules for the keys a record names, on the shard of its partition."""
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A key's value to write to the changelog (None: the key was deleted)."""
 
-    def __init__(self, engine: Engine, table: MutableMapping[str, Any], partitions: int,
+    partition: int
+    key: str
+    value: Any
+
+
+class Evaluator:
+    """Stage 2: run the rules for the keys a record names, on the shard of its partition.
+
+    ``store`` is the state without its changelog (the Faust table's local storage, or a dict): what
+    changed since the last ``flush`` is for the caller to log, before it acks the records.
+    """
+
+    def __init__(self, engine: Engine, store: MutableMapping[str, Any], partitions: int,
                  health: Health | None = None) -> None:  # fmt: skip
         self.engine = engine
         self.health = health or Health()
-        self.table = table
+        self.store = store
         self.partitions = partitions
         self.shards: dict[int, Shard] = {}
+        self.dirty: dict[int, set[str]] = {}  # keyed partition -> keys written since the last flush
         self.expected: frozenset[str] = frozenset()  # every input partition, "topic:partition"
 
     def expect(self, sources: set[str]) -> None:
@@ -195,8 +217,9 @@ class Evaluator:
     def shard(self, partition: int) -> Shard:
         shard = self.shards.get(partition)
         if shard is None:
-            shard = Shard(PartitionStore(self.table, partition, self.partitions))
-            saved = self.table.get(f"{WATERMARK_KEY}{partition}")
+            dirty = self.dirty.setdefault(partition, set())
+            shard = Shard(PartitionStore(self.store, partition, self.partitions, dirty))
+            saved = self.store.get(f"{WATERMARK_KEY}{partition}")
             if isinstance(saved, dict):
                 shard.sources.update({k: float(v) for k, v in saved.items()})
             for source in self.expected - shard.sources.keys():
@@ -215,8 +238,10 @@ class Evaluator:
                 else:
                     shard.observe(source, ts)
             known = {k: v for k, v in shard.sources.items() if v != float("-inf")}
-            if self.table.get(f"{WATERMARK_KEY}{partition}") != known:  # an idle tick writes nothing
-                self.table[f"{WATERMARK_KEY}{partition}"] = known
+            key = f"{WATERMARK_KEY}{partition}"
+            if self.store.get(key) != known:  # an idle tick writes nothing
+                self.store[key] = known
+                self.dirty.setdefault(partition, set()).add(key)
             return self.engine.advance(shard)
         out = decode(value or b"", Limits(max_bytes=max(len(value or b""), 1)), now=float("inf"))
         if not isinstance(out, Decoded):  # the router validated it; a mismatch means a foreign writer
@@ -239,6 +264,19 @@ class Evaluator:
         if alerts and meta.arrival:
             self.health.processing.observe(max(0.0, time.time() - meta.arrival))
         return alerts
+
+    def flush(self) -> list[Change]:
+        """The keys written since the last flush, each once, with its value now; forgets them.
+
+        Called after a batch of records: their offsets may be committed only once these changes are
+        in the changelog (at least once: a restarted worker recovers the state the offsets imply).
+        """
+        changes = [
+            Change(partition, key, self.store.get(key)) for partition, keys in self.dirty.items() for key in keys
+        ]
+        for keys in self.dirty.values():
+            keys.clear()
+        return changes
 
     def state_keys(self) -> tuple[dict[str, int], int]:
         """Keys holding state per rule, and pending timers, over this worker's partitions."""
