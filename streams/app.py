@@ -60,6 +60,7 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "topic_replication_factor": 1,
         "broker_session_timeout": settings.session_timeout_seconds,
         "broker_heartbeat_interval": settings.heartbeat_seconds,
+        "table_standby_replicas": settings.standby_replicas,
         "processing_guarantee": "at_least_once",  # Tansu has no transactions; duplicates are handled
         "web_host": "127.0.0.1",
         "web_port": settings.web_port or 6066,  # Faust validates the port even when the server is off

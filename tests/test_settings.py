@@ -8,7 +8,7 @@ import pytest
 
 from streams.cli import main
 from streams.config import ConfigError
-from streams.settings import load_settings
+from streams.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -68,3 +68,10 @@ def test_worker_refuses_a_bad_settings_file_before_connecting(
     assert main(["worker", "--settings", str(path), "--bootstrap-servers", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert "lateness_seconds" in err and err.count("\n") == 1
+
+
+def test_standby_replicas_reach_faust() -> None:
+    from streams.app import _faust_settings
+
+    assert _faust_settings(Settings())["table_standby_replicas"] == 1  # Faust's default: hot failover
+    assert _faust_settings(Settings(standby_replicas=0))["table_standby_replicas"] == 0
