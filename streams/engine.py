@@ -33,7 +33,7 @@ from .decode import Decoded
 from .regions import region_label
 from .rules.base import ACTION_TYPES, Hit, Role, Rule
 from .rules.predicate import Context
-from .rules.sequence import SequenceGroup, group_sequences
+from .rules.sequence import SequenceGroup, SequenceRule, group_sequences
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,8 @@ class Engine:
             if isinstance(unit, SequenceGroup):
                 unit.on_error = self._rule_error  # a failing member is isolated like a failing rule
         self.by_id = {rule.id: rule for rule in (*self.rules, *self.units)}
+        self.unit_ids = frozenset(unit.id for unit in self.units)
+        self.group_of = {m.id: u for u in self.units if isinstance(u, SequenceGroup) for m in u.members}
         # Rules by the event types they accept: most events concern a few rules only.
         self.by_type: dict[str, tuple[Rule, ...]] = {}
         for rule in self.units:
@@ -260,6 +262,10 @@ class Engine:
 
     def apply(self, shard: Shard, decoded: Decoded, key: str, roles: list[Role], late: bool = False) -> list[Alert]:
         record: dict[str, Any] = shard.store.get(key) or {}
+        for rule_id, entry in record.items():
+            if entry[0] is not None and rule_id not in self.unit_ids:
+                self._regroup(record)
+                break
         alerts: list[Alert] = []
         view, ts = decoded.view, decoded.ts
         bound = float("inf")  # how early this event can make the key's deadline
@@ -297,6 +303,7 @@ class Engine:
             record = shard.store.get(key)
             if not record:
                 continue
+            self._regroup(record)
             next_due = float("inf")  # the record's deadline after this pass, as ``deadline`` computes it
             for rule_id in list(record):
                 rule = self.by_id.get(rule_id)
@@ -388,6 +395,60 @@ class Engine:
             personal = "yes" if any(f in self.personal_fields for f in fields if isinstance(f, str)) else "no"
             count = view.get("record_count")
             stats.exported[(kind, personal)] += count if isinstance(count, int) else 0
+
+    # -- state written under another grouping ----------------------------------------------------
+    def _regroup(self, record: dict[str, Any]) -> None:
+        """Move sequence state kept under another grouping to where this engine keeps it: a member's
+        own state (written before its rule was grouped: an upgrade, or a rule that now shares its
+        first side with another) into its group; a group this engine does not form (members removed
+        or changed) to each remaining member, alone or in its new group. Pending events and what
+        each was pending for survive a configuration change."""
+        for rule_id in list(record):
+            entry = record[rule_id]
+            state = entry[0]
+            if state is None or rule_id in self.unit_ids:
+                continue
+            if rule_id in self.group_of and isinstance(state, dict) and "a" in state:
+                self._merge(record, rule_id, state["a"], [b[:3] for b in state["b"]])
+            elif rule_id not in self.by_id and isinstance(state, dict) and "m" in state:
+                for bit, member_id in enumerate(state["m"]):
+                    pending = [b[:3] for b in state["b"] if b[3] >> bit & 1]
+                    self._merge(record, member_id, state["a"], pending)
+            else:
+                continue  # a rule removed from the configuration: ``advance`` drops its state
+            entry[0] = None
+            if entry[1] is None:
+                del record[rule_id]
+
+    def _merge(self, record: dict[str, Any], rule_id: str, firsts: list[Any], pending: list[Any]) -> None:
+        """Add a sequence rule's first events and pending events to the state this engine keeps
+        for that rule: its group's, or its own. Nothing for a rule that is gone or not a sequence."""
+        group = self.group_of.get(rule_id)
+        unit = group or self.by_id.get(rule_id)
+        if unit is None or not isinstance(unit, SequenceGroup | SequenceRule):
+            return
+        entry = record.get(unit.id) or [None, None]
+        state = entry[0]
+        if group is not None:
+            if state is None:
+                state = {"m": group.member_ids, "a": [], "b": []}
+            elif state["m"] != group.member_ids:
+                state = group._remap(state)
+            bit = 1 << group.member_ids.index(rule_id)
+        elif state is None:
+            state = {"a": [], "b": []}
+        known = {a[1] for a in state["a"]}
+        state["a"].extend(a for a in firsts if a[1] not in known)
+        state["a"].sort(key=lambda a: a[0])
+        waiting = {b[1]: b for b in state["b"]}
+        for b_ts, b_id, b_view in pending:
+            if b_id not in waiting:
+                state["b"].append([b_ts, b_id, b_view, bit] if group is not None else [b_ts, b_id, b_view])
+            elif group is not None:
+                waiting[b_id][3] |= bit
+        state["b"].sort(key=lambda b: b[0])
+        entry[0] = state
+        record[unit.id] = entry
 
     # -- internals ----------------------------------------------------------------------------
     def _store(self, shard: Shard, key: str, record: dict[str, Any], bound: float | None = None) -> None:

@@ -474,3 +474,29 @@ def test_a_group_state_saved_under_other_members_is_read_with_its_masks_translat
     assert [a.rule_id for a in alerts if a.rule_id in saved["m"]] == ["cross_jurisdiction"]
     assert sum(h.count for h in new.stats.request_latency.values()) == 1
     assert shard.store["request=R-1"][group.id][0]["m"] == ["cross_jurisdiction", "request_latency"]
+
+
+@pytest.mark.parametrize("first_grouped", [False, True], ids=["upgrade-to-groups", "groups-to-separate"])
+def test_state_written_under_another_grouping_is_carried_over(first_grouped: bool) -> None:
+    """Half the log through one engine, the rest through the other on the same shard (an upgrade,
+    or a configuration change that joins or splits a group): the alerts are those of one engine
+    throughout, so requests pending before the change still pair with actions after it."""
+    log = build_log()
+    cut = next(i for i, e in enumerate(log) if e["event_id"] == "i-r1")  # just before a request...
+    assert any(e["event_id"] == "i-a1" for e in log[cut + 1 :])  # ...whose takedown comes after the cut
+    _, want = _feed_engine(Engine(default_rules()), log)
+    before = Engine(default_rules(), group_pairs=first_grouped)
+    after = Engine(default_rules(), group_pairs=not first_grouped)
+    shard = Shard()
+    got: list[Alert] = []
+    for raw in log[: cut + 1]:
+        got.extend(before.process(shard, decoded(raw)))
+    after.recent = before.recent
+    for raw in log[cut + 1 :]:
+        got.extend(after.process(shard, decoded(raw)))
+    assert [a.to_json() for a in got] == [a.to_json() for a in want]
+    # nothing is left where the second engine does not look (the log ends 40 days on: every timer fired)
+    members = {"rapid_takedown", "cross_jurisdiction", "request_latency"}
+    for record in shard.store.values():
+        for rule_id, (state, _) in record.items():
+            assert not rule_id.startswith("pairs:") if first_grouped else not (rule_id in members and state)
