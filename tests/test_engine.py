@@ -500,3 +500,24 @@ def test_state_written_under_another_grouping_is_carried_over(first_grouped: boo
     for record in shard.store.values():
         for rule_id, (state, _) in record.items():
             assert not rule_id.startswith("pairs:") if first_grouped else not (rule_id in members and state)
+
+
+def test_held_events_share_repeated_values_and_the_shared_set_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.rules import base
+
+    target = {"kind": "meeting", "id": "m1", "region": "DE", "tags": ["religious"]}
+    event = {"event_id": "e1", "event_type": "meeting.shutdown", "actor": staff(1), "target": target}
+    one = json.loads(json.dumps(event))
+    two = json.loads(json.dumps({**one, "event_id": "e2", "target": {**one["target"], "id": "m2"}}))
+    assert one["target"]["region"] is not two["target"]["region"]  # JSON parsing made two copies
+    first, second = base.compact(one), base.compact(two)
+    assert first["target"]["region"] is second["target"]["region"]
+    assert first["target"]["tags"][0] is second["target"]["tags"][0]
+    assert first["event_type"] is second["event_type"] and first["actor"]["role"] is second["actor"]["role"]
+    assert first == one and second == two  # equal values, fewer objects
+    # a flood of distinct values (a hostile producer) stops being remembered at the bound
+    monkeypatch.setattr(base, "_shared", {})
+    monkeypatch.setattr(base, "_MAX_SHARED", 10)
+    for n in range(50):
+        base.compact({"event_id": f"x{n}", "event_type": "meeting.shutdown", "actor": {**staff(1), "region": f"R{n}"}})
+    assert len(base._shared) == 10

@@ -120,6 +120,31 @@ _KEEP = (
 
 _last_compact: list[Any] = [None, None]  # (view, its compact form): every rule holding one event shares it
 
+# Held events repeat a few values (types, kinds, regions, roles, tags) that JSON parsing makes anew
+# for every event: one shared copy of each, up to a bound, saves ~0.3 KiB per held event.
+_SHARED_FIELDS = frozenset({"event_type", "kind", "region", "role", "request_kind", "scope", "category",
+                            "jurisdiction", "agency", "tags"})  # fmt: skip
+_NESTED = ("actor", "target", "requester", "destination", "grantee", "system")
+_shared: dict[str, str] = {}
+_MAX_SHARED = 100_000
+
+
+def _share(value: Any) -> Any:
+    if type(value) is str:
+        found = _shared.get(value)
+        if found is not None:
+            return found
+        if len(_shared) < _MAX_SHARED and len(value) <= 64:
+            _shared[value] = value
+        return value
+    if type(value) is list:
+        return [_share(v) for v in value]
+    return value
+
+
+def _with_shared(node: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_share(v) if k in _SHARED_FIELDS else v) for k, v in node.items()}
+
 
 def compact(view: dict[str, Any]) -> dict[str, Any]:
     """The fields worth keeping in state. Held values are never mutated, so rules that keep the
@@ -127,6 +152,12 @@ def compact(view: dict[str, Any]) -> dict[str, Any]:
     if _last_compact[0] is view:
         return _last_compact[1]
     out = {k: view[k] for k in _KEEP if k in view}
+    if "event_type" in out:
+        out["event_type"] = _share(out["event_type"])
+    for k in _NESTED:
+        node = out.get(k)
+        if type(node) is dict:
+            out[k] = _with_shared(node)
     targets = view.get("targets")
     if isinstance(targets, list) and targets:
         out["target_count"] = len(targets)
