@@ -86,6 +86,29 @@ class Paired(Rule):
         return out
 
 
+def expire_pairs(state: State, within: float, watermark: float) -> State:
+    """Drop the first events no later event can pair with any more, and the pending ones no first
+    event can still reach; None when nothing is left."""
+    state["a"] = [a for a in state["a"] if a[0] + within >= watermark]
+    # A pending B can only meet an A that is not late, i.e. one at or after the watermark.
+    state["b"] = [b for b in state["b"] if b[0] >= watermark]
+    return state if state["a"] or state["b"] else None
+
+
+def pairs_deadline(state: State, within: float) -> float | None:
+    """When ``expire_pairs`` next has something to drop."""
+    if not state:
+        return None
+    earliest = float("inf")
+    for b in state["b"]:
+        if b[0] < earliest:
+            earliest = b[0]
+    for a in state["a"]:
+        if a[0] + within < earliest:
+            earliest = a[0] + within
+    return earliest + 0.001 if earliest != float("inf") else None
+
+
 @register
 class SequenceRule(Paired):
     kind = "sequence"
@@ -138,24 +161,10 @@ class SequenceRule(Paired):
         )
 
     def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
-        within = self.scfg.within
-        state["a"] = [a for a in state["a"] if a[0] + within >= watermark]
-        # A pending B can only meet an A that is not late, i.e. one at or after the watermark.
-        state["b"] = [b for b in state["b"] if b[0] >= watermark]
-        return (state if state["a"] or state["b"] else None), []
+        return expire_pairs(state, self.scfg.within, watermark), []
 
     def deadline(self, state: State) -> float | None:
-        if not state:
-            return None
-        earliest = float("inf")
-        for b in state["b"]:
-            if b[0] < earliest:
-                earliest = b[0]
-        within = self.scfg.within
-        for a in state["a"]:
-            if a[0] + within < earliest:
-                earliest = a[0] + within
-        return earliest + 0.001 if earliest != float("inf") else None
+        return pairs_deadline(state, self.scfg.within)
 
     def condition_text(self) -> str:
         joins = " or ".join(f"{j.first} = {j.then}" for j in self.scfg.join)
@@ -287,24 +296,10 @@ class SequenceGroup(Rule):
         return {"m": self.member_ids, "a": state["a"], "b": pending}
 
     def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
-        keep = self.keep
-        state["a"] = [a for a in state["a"] if a[0] + keep >= watermark]
-        # A pending B can only meet an A that is not late, i.e. one at or after the watermark.
-        state["b"] = [b for b in state["b"] if b[0] >= watermark]
-        return (state if state["a"] or state["b"] else None), []
+        return expire_pairs(state, self.keep, watermark), []
 
     def deadline(self, state: State) -> float | None:
-        if not state:
-            return None
-        earliest = float("inf")
-        for b in state["b"]:
-            if b[0] < earliest:
-                earliest = b[0]
-        keep = self.keep
-        for a in state["a"]:
-            if a[0] + keep < earliest:
-                earliest = a[0] + keep
-        return earliest + 0.001 if earliest != float("inf") else None
+        return pairs_deadline(state, self.keep)
 
     def condition_text(self) -> str:
         return "shared store of " + ", ".join(self.member_ids)
