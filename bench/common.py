@@ -25,14 +25,12 @@ RESULTS = REPO / "bench" / "results"
 
 def machine() -> dict[str, Any]:
     """The facts the README table is labelled with."""
-    model = "unknown"
-    try:
+    model = "unknown"  # also when /proc/cpuinfo cannot be read (not Linux)
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     try:
         load = os.getloadavg()[0]
     except OSError:

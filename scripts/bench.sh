@@ -7,12 +7,8 @@
 # the same run, but a busy machine still makes the ratios noisier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+. scripts/venv.sh
+ensure_venv test
 if [ "$#" -eq 0 ]; then
   set -- --all
 fi

@@ -3,12 +3,8 @@
 # extras, then runs ruff, mypy and pytest (broker tests included: they start Tansu themselves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+. scripts/venv.sh
+ensure_venv test
 .venv/bin/ruff check .
 .venv/bin/mypy
 ./scripts/setup-browser.sh  # headless Chromium for tests/test_report.py
