@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Hit, State, compact, register
+from .base import Hit, State, hold, register, unhold
 from .duration import Duration, format_duration
 from .sequence import PairConfig, Paired
 
@@ -41,7 +41,7 @@ class AbsenceRule(Paired):
         if side == "first":
             event_id = view["event_id"]
             if not any(a[1] == event_id for a in state["a"]):
-                state["a"].append([ts, event_id, compact(view)])
+                state["a"].append([ts, event_id, hold(view)])
         else:
             bisect.insort(state["b"], ts)
         return state, []
@@ -62,7 +62,7 @@ class AbsenceRule(Paired):
                     ts=a_ts + within,
                     first_seen=a_ts,
                     event_ids=[a_id],
-                    view=a_view,
+                    view=unhold(a_view),
                     facts={"within": format_duration(within)},
                 )
             )

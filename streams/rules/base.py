@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .duration import Duration
@@ -32,6 +33,7 @@ EVENT_GROUPS: dict[str, tuple[str, ...]] = {
 ALL_TYPES = ("request.received", *ACTION_TYPES, "data.export", "access.grant", "report.filed")
 
 State = Any  # JSON-serialisable
+Held = str | dict[str, Any]  # an event kept in state: see ``hold``
 
 
 def expand_types(names: list[str]) -> frozenset[str]:
@@ -118,51 +120,48 @@ _KEEP = (
 )  # fmt: skip
 
 
-_last_compact: list[Any] = [None, None]  # (view, its compact form): every rule holding one event shares it
-
-# Held events repeat a few values (types, kinds, regions, roles, tags) that JSON parsing makes anew
-# for every event: one shared copy of each, up to a bound, saves ~0.3 KiB per held event.
-_SHARED_FIELDS = frozenset({"event_type", "kind", "region", "role", "request_kind", "scope", "category",
-                            "jurisdiction", "agency", "tags"})  # fmt: skip
-_NESTED = ("actor", "target", "requester", "destination", "grantee", "system")
-_shared: dict[str, str] = {}
-_MAX_SHARED = 100_000
-
-
-def _share(value: Any) -> Any:
-    if type(value) is str:
-        found = _shared.get(value)
-        if found is not None:
-            return found
-        if len(_shared) < _MAX_SHARED and len(value) <= 64:
-            _shared[value] = value
-        return value
-    if type(value) is list:
-        return [_share(v) for v in value]
-    return value
-
-
-def _with_shared(node: dict[str, Any]) -> dict[str, Any]:
-    return {k: (_share(v) if k in _SHARED_FIELDS else v) for k, v in node.items()}
+_last_held: list[Any] = [None, None, None]  # (view, its compact form, its held form)
 
 
 def compact(view: dict[str, Any]) -> dict[str, Any]:
-    """The fields worth keeping in state. Held values are never mutated, so rules that keep the
-    same event share one compact copy (a one-entry cache keyed by identity)."""
-    if _last_compact[0] is view:
-        return _last_compact[1]
+    """The fields worth keeping in state, as a dict (what a held event reads back as)."""
+    if _last_held[0] is view:
+        return _last_held[1]
     out = {k: view[k] for k in _KEEP if k in view}
-    if "event_type" in out:
-        out["event_type"] = _share(out["event_type"])
-    for k in _NESTED:
-        node = out.get(k)
-        if type(node) is dict:
-            out[k] = _with_shared(node)
     targets = view.get("targets")
     if isinstance(targets, list) and targets:
         out["target_count"] = len(targets)
-    _last_compact[0], _last_compact[1] = view, out
+    _last_held[0], _last_held[1], _last_held[2] = view, out, None
     return out
+
+
+def hold(view: dict[str, Any]) -> Held:
+    """An event as a rule keeps it in state: its compact form as one JSON string, a third of the
+    memory of the dict tree. Held values are never mutated, so rules and keys that keep the same
+    event share one string (a one-entry cache keyed by the view's identity). A view JSON cannot
+    carry exactly (NaN, an integer beyond 64 bits, a lone surrogate: only the lenient decode path
+    lets these through) is held as its dict, which ``unhold`` reads as well."""
+    out = compact(view)
+    held = _last_held[2]
+    if held is None:
+        try:
+            data = orjson.dumps(out)
+        except orjson.JSONEncodeError:
+            held = out
+        else:
+            # orjson writes NaN and infinities as null: such a view would not read back equal.
+            held = out if b"null" in data and orjson.loads(data) != out else data.decode()
+        _last_held[2] = held
+    return held
+
+
+def unhold(held: Held) -> dict[str, Any]:
+    """A held event's fields, as ``compact`` made them. State saved before events were held as
+    strings holds the dict itself."""
+    if isinstance(held, str):
+        out: dict[str, Any] = orjson.loads(held)
+        return out
+    return held
 
 
 class Rule(ABC):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import Hit, Rule, RuleConfig, Selector, State, compact, describe, register, selector_test
+from .base import Held, Hit, Rule, RuleConfig, Selector, State, compact, describe, hold, register, selector_test, unhold
 from .duration import Duration, format_duration
 from .predicate import Context, Predicate, compile_path, compile_predicate
 
@@ -127,19 +127,19 @@ class SequenceRule(Paired):
         for entry in mine:
             if entry[1] == event_id:
                 return state, []
-        mine.append([ts, event_id, compact(view)])
+        mine.append([ts, event_id, hold(view)])
         within = self.scfg.within
         hits = []
         if side == "then":
             for a_ts, a_id, a_view in state["a"]:
                 if a_ts <= ts <= a_ts + within:
-                    hit = self._pair(a_ts, a_id, a_view, ts, event_id, view)
+                    hit = self._pair(a_ts, a_id, unhold(a_view), ts, event_id, view)
                     if hit is not None:
                         hits.append(hit)
         else:
             for b_ts, b_id, b_view in state["b"]:
                 if ts <= b_ts <= ts + within:
-                    hit = self._pair(ts, event_id, mine[-1][2], b_ts, b_id, b_view)
+                    hit = self._pair(ts, event_id, compact(view), b_ts, b_id, unhold(b_view))
                     if hit is not None:
                         hits.append(hit)
         return state, hits
@@ -249,27 +249,32 @@ class SequenceGroup(Rule):
             for entry in state["a"]:
                 if entry[1] == event_id:
                     return state, []
-            a_view = compact(view)
-            state["a"].append([ts, event_id, a_view])
+            state["a"].append([ts, event_id, hold(view)])
             for b_ts, b_id, b_view, mask in state["b"]:
                 if ts <= b_ts:
-                    self._pairs(hits, mask, ts, event_id, a_view, b_ts, b_id, b_view)
+                    self._pairs(hits, mask, ts, event_id, compact(view), b_ts, b_id, b_view)
             return state, hits
         for entry in state["b"]:
             if entry[1] == event_id:
                 return state, []
         mask = self.masks[side]
-        state["b"].append([ts, event_id, compact(view), mask])
+        state["b"].append([ts, event_id, hold(view), mask])
         for a_ts, a_id, a_view in state["a"]:
             if a_ts <= ts:
                 self._pairs(hits, mask, a_ts, a_id, a_view, ts, event_id, view)
         return state, hits
 
-    def _pairs(self, hits: list[Hit], mask: int, a_ts: float, a_id: str, a_view: dict[str, Any],
-               b_ts: float, b_id: str, b_view: dict[str, Any]) -> None:  # fmt: skip
+    def _pairs(self, hits: list[Hit], mask: int, a_ts: float, a_id: str, a_view: Held,
+               b_ts: float, b_id: str, b_view: Held) -> None:  # fmt: skip
+        """Pair one A with one B for every member in ``mask`` whose time bound they meet. Either
+        side may be held (a string), read back once, and only when some member can pair them."""
+        first: dict[str, Any] | None = None
+        then: dict[str, Any] = {}
         for bit, member in enumerate(self.members):
             if mask >> bit & 1 and b_ts <= a_ts + member.scfg.within:
-                hit = self._guard(member, b_view, member._pair, a_ts, a_id, a_view, b_ts, b_id, b_view)
+                if first is None:
+                    first, then = unhold(a_view), unhold(b_view)
+                hit = self._guard(member, then, member._pair, a_ts, a_id, first, b_ts, b_id, then)
                 if hit is not None:
                     hit.rule_id = member.id
                     hits.append(hit)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .base import Hit, Rule, RuleConfig, Selector, State, compact, describe, register, selector_test
+from .base import Hit, Rule, RuleConfig, Selector, State, describe, hold, register, selector_test, unhold
 from .duration import Duration, format_duration
 from .predicate import Context, compile_path
 
@@ -124,7 +124,7 @@ def remember_latest(state: dict[str, Any], ts: float, view: dict[str, Any]) -> N
     older event arrived last (out of order)."""
     latest = state.get("lv")
     if latest is None or ts >= latest[0]:
-        state["lv"] = [ts, compact(view)]
+        state["lv"] = [ts, hold(view)]
 
 
 def window_hit(state: dict[str, Any], window: list[list[Any]], ts: float, view: dict[str, Any]) -> Hit:
@@ -133,7 +133,7 @@ def window_hit(state: dict[str, Any], window: list[list[Any]], ts: float, view: 
         return Hit(anchor=view["event_id"], ts=ts, first_seen=ts, event_ids=[view["event_id"]], view=view)
     last_ts = window[-1][0]
     latest = state.get("lv")
-    last_view = latest[1] if latest is not None and latest[0] == last_ts else view
+    last_view = unhold(latest[1]) if latest is not None and latest[0] == last_ts else view
     return Hit(
         anchor=window[0][1],
         ts=last_ts,
