@@ -122,6 +122,7 @@ def throughput(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
         "worker, uvloop": (WORKER, "uvloop", FAUST_DEFAULTS),
         **{f"worker, {name}": (WORKER, "asyncio", {**FAUST_DEFAULTS, **change}) for name, change in TUNINGS.items()},
         "worker as shipped": (WORKER, "uvloop", {}),
+        "worker as shipped, without local evaluation": (WORKER, "uvloop", {"local_evaluation": False}),
         "trivial agent, same settings as shipped": (TRIVIAL, "uvloop", {}),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
@@ -160,18 +161,26 @@ def throughput(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
         "trivial_vs_raw_aiokafka": ratio(trivial, median(raw)),
         "worker_vs_raw_aiokafka": ratio(shipped, median(raw)),
         "goal_worker_vs_trivial": LIVE_GOAL,
+        "worker_without_local_evaluation_vs_trivial": ratio(
+            rate["worker as shipped, without local evaluation"], trivial
+        ),
+        "local_evaluation_gain": ratio(shipped, rate["worker as shipped, without local evaluation"]),
         "met": shipped / trivial >= LIVE_GOAL,
     }
 
 
 def scale_out(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
-    """One worker process against two, on 4-partition topics (shipped settings); and two without
-    standby replicas (Faust's default keeps one: each worker also reads the other's changelog)."""
+    """One worker process against two, on 4-partition topics (shipped settings); two without
+    standby replicas (Faust's default keeps one: each worker also reads the other's changelog); and
+    one and two without local evaluation (one worker evaluates every keyed partition in place, two
+    send each other about half of the events through the keyed topic)."""
     path = ensure_log(workdir / f"live-{events}.jsonl", events, seed=3)
     configs: dict[str, tuple[int, dict[str, Any]]] = {
         "1 worker": (1, {}),
         "2 workers": (2, {}),
         "2 workers, table_standby_replicas=0": (2, {"table_standby_replicas": 0}),
+        "1 worker, without local evaluation": (1, {"local_evaluation": False}),
+        "2 workers, without local evaluation": (2, {"local_evaluation": False}),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     for rnd in range(rounds):
@@ -190,10 +199,13 @@ def scale_out(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
     rate = {name: median([r["events_per_s"] for r in rs]) for name, rs in runs.items()}
     r1, r2 = rate["1 worker"], rate["2 workers"]
     r2s = rate["2 workers, table_standby_replicas=0"]
+    r1r, r2r = rate["1 worker, without local evaluation"], rate["2 workers, without local evaluation"]
     return {"events": events, "partitions": 4, "rounds": rounds, "runs": runs,
             "one_worker_events_per_s": round(r1), "two_workers_events_per_s": round(r2),
             "two_workers_no_standby_events_per_s": round(r2s),
+            "one_worker_no_local_events_per_s": round(r1r), "two_workers_no_local_events_per_s": round(r2r),
             "ratio_two_vs_one": ratio(r2, r1), "ratio_two_no_standby_vs_one": ratio(r2s, r1),
+            "ratio_two_vs_one_no_local": ratio(r2r, r1r),
             "goal_ratio": SCALE_GOAL, "met": r2 / r1 >= SCALE_GOAL}  # fmt: skip
 
 
@@ -374,8 +386,11 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
 
 def latencies(workdir: Path, rates: list[float], seconds: float) -> dict[str, Any]:
     """Detection latency of the worker as shipped at each rate (the first is the goal's), then at the
-    last rate with Faust's own 1,500 ms fetch wait instead of ``streams.worker.FETCH_MAX_WAIT_MS``."""
+    last rate without local evaluation (one more trip through the broker per alert), and with Faust's
+    own 1,500 ms fetch wait instead of ``streams.worker.FETCH_MAX_WAIT_MS``."""
     runs = [latency(workdir, rate, seconds) for rate in rates]
+    runs.append(latency(workdir, rates[-1], seconds, faust={"local_evaluation": False},
+                        variant="without local evaluation"))  # fmt: skip
     runs.append(latency(workdir, rates[-1], seconds, faust={"fetch_max_wait_ms": None},
                         variant="with Faust's 1,500 ms fetch wait"))  # fmt: skip
     return {"runs": runs}

@@ -136,6 +136,12 @@ def table() -> str:
         add("Live worker against the trivial agent on Faust defaults", worker_rate,
             f"trivial agent {v['trivial agent, Faust defaults']['events_per_s']:,} ev/s",
             f"{lv['worker_vs_trivial_faust_defaults']}x")  # fmt: skip
+        if "local_evaluation_gain" in lv:
+            plain = v["worker as shipped, without local evaluation"]
+            add("Live worker without local evaluation (every event through the keyed topic)",
+                f"{plain['events_per_s']:,} ev/s", f"trivial agent {trivial['events_per_s']:,} ev/s; as shipped",
+                f"{lv['worker_without_local_evaluation_vs_trivial']}x; "
+                f"shipped {lv['local_evaluation_gain']}x it")  # fmt: skip
         add("Transport limit (context): raw aiokafka read", f"{lv['raw_aiokafka_records_per_s']:,} rec/s",
             f"trivial agent {trivial['events_per_s']:,} ev/s",
             f"agent {lv['trivial_vs_raw_aiokafka']}x, worker {lv['worker_vs_raw_aiokafka']}x of raw")  # fmt: skip
@@ -146,6 +152,10 @@ def table() -> str:
         add("Scale-out: same, without standby replicas", f"{s['two_workers_no_standby_events_per_s']:,} ev/s",
             f"1 worker {s['one_worker_events_per_s']:,} ev/s", f"{s['ratio_two_no_standby_vs_one']}x", ">= 1.6x",
             _verdict(s["ratio_two_no_standby_vs_one"], 1.6))  # fmt: skip
+        if "ratio_two_vs_one_no_local" in s:
+            add("Scale-out: same, both without local evaluation", f"{s['two_workers_no_local_events_per_s']:,} ev/s",
+                f"1 worker without {s['one_worker_no_local_events_per_s']:,} ev/s",
+                f"{s['ratio_two_vs_one_no_local']}x")  # fmt: skip
     if (lat := _load("latency")) is not None:
         for la in lat["runs"]:
             d, b = la["detection"], la["transport_baseline"]

@@ -6,6 +6,7 @@ changelog (both ``settings.topics.partitions`` partitions), the alerts and dead-
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from .config import RuleSet
 from .decode import Limits
 from .engine import Engine
 from .metrics import Health
-from .pipeline import Change, Evaluator, Outgoing, Router
+from .pipeline import Change, Evaluator, Outgoing, Router, Work
 from .settings import Settings
 from .sinks import SinkSet
 
@@ -115,6 +116,7 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     sinks = SinkSet.from_settings(settings, health)
     runtime = Runtime(app, engine, router, evaluator, sinks, health, topics)
     input_names = set(settings.topics.input_topics())
+    keyed_name = topics["keyed"].get_topic_name()
     changelog = table.changelog_topic
 
     # Records go to the producer directly, not through ``topic.send()``: Faust's send yields to the
@@ -146,30 +148,58 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
             value = None if change.value is None else codecs.dumps(TABLE_SERIALIZER, change.value)
             await produce(name, key, value, change.partition)
 
+    # One batch at a time, whichever agent (or the tick timer) runs it: both change the state, and a
+    # batch's changes must all be in the producer before its offsets are acked. Unlocked, ``evaluate``
+    # could flush (and still be sending) a key that ``route`` changed, while ``route`` moved on and
+    # acked the input records behind it.
+    batch_lock = asyncio.Lock()
+
+    async def dispatch(work: list[Work], alerts: list[Alert]) -> None:
+        for item in work:
+            if isinstance(item, Outgoing):
+                await send(item)
+            else:
+                alerts.extend(evaluator.on_local(item))
+
+    async def finish(alerts: list[Alert]) -> None:
+        await publish(alerts)  # before the state that remembers them: a crash repeats, never loses
+        await log_changes(evaluator.flush())
+
     @app.agent(topics["input"], name="route")
     async def route(stream: faust.StreamT) -> None:
         # In batches, as ``evaluate``: a batch's records reach the producer together.
         async for batch in batches(stream):
-            for event in batch:
-                msg = event.message
-                for record in router.on_record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers):
-                    await send(record)
+            async with batch_lock:
+                alerts: list[Alert] = []
+                for event in batch:
+                    msg = event.message
+                    work = router.on_record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+                    await dispatch(work, alerts)
+                await finish(alerts)
 
     @app.agent(topics["keyed"], name="evaluate")
     async def evaluate(stream: faust.StreamT) -> None:
         # In batches: a key that several records of a batch change is logged once, with its last value.
         async for batch in batches(stream):
-            alerts: list[Alert] = []
-            for event in batch:
-                msg = event.message
-                alerts.extend(evaluator.on_record(msg.partition, msg.value, msg.headers))
-            await publish(alerts)  # before the state that remembers them: a crash repeats, never loses
-            await log_changes(evaluator.flush())
+            async with batch_lock:
+                alerts: list[Alert] = []
+                for event in batch:
+                    msg = event.message
+                    alerts.extend(evaluator.on_record(msg.partition, msg.value, msg.headers))
+                await finish(alerts)
 
     @app.timer(interval=settings.tick_seconds)
     async def tick() -> None:
-        for record in router.tick():
-            await send(record)
+        work = router.tick()
+        if app.rebalancing or not app.flow_control.is_active():
+            # Timers run on during a rebalance, streams do not: a local tick now could fire timers
+            # on a table partition still being recovered. A tick is a report of event times, so
+            # the next one after recovery says the same; a sent tick waits in the keyed topic.
+            work = [item for item in work if isinstance(item, Outgoing)]
+        async with batch_lock:
+            alerts: list[Alert] = []
+            await dispatch(work, alerts)
+            await finish(alerts)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any = None, **kwargs: Any) -> None:
@@ -181,6 +211,10 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         router.assign(owned)
         evaluator.expect(every | owned)
         evaluator.reset()
+        if settings.local_evaluation:
+            keyed = {tp.partition for tp in assigned or () if tp.topic == keyed_name}
+            router.evaluate_locally(keyed)
+            log.info("evaluating %d of %d keyed partitions in place", len(keyed), partitions)
 
     @app.timer(interval=5.0)
     async def sample_health() -> None:

@@ -17,6 +17,7 @@ from .alerts import Alert
 from .decode import Decoded, Limits, decode
 from .engine import Engine, RecentIds, Shard
 from .metrics import Health
+from .rules.base import Role
 from .topology import (
     H_EVENT_ID,
     WATERMARK_KEY,
@@ -42,9 +43,40 @@ class Outgoing:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class LocalEvent:
+    """An event for a keyed partition this worker owns: evaluated in place (``Evaluator.on_event``),
+    with the routing the router already did, instead of a trip through the keyed topic."""
+
+    partition: int
+    decoded: Decoded
+    keys: tuple[str, ...]
+    routes: dict[str, list[Role]]
+    primary: bool  # count the event here (exactly one of an event's records or local events)
+    source: str
+    arrival: float
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTick:
+    """A tick for a keyed partition this worker owns (``Evaluator.on_tick``)."""
+
+    partition: int
+    report: dict[str, float | None]
+
+
+Work = Outgoing | LocalEvent | LocalTick
+
+
 class Router:
     """Stage 1: decode, dead-letter what is bad, and send each event to the keyed partitions that
-    own its rule keys. Remembers, per input partition, the newest event time (for ticks)."""
+    own its rule keys. Remembers, per input partition, the newest event time (for ticks).
+
+    A keyed partition this worker owns itself (``evaluate_locally``) gets a ``LocalEvent`` or
+    ``LocalTick`` instead of a record: the app hands it to the evaluator at once. That skips a
+    produce, a broker round trip, a consume and a second decode and routing of the event; with one
+    worker, every partition is local and the keyed topic carries nothing but other workers' records.
+    """
 
     def __init__(self, engine: Engine, keyed_topic: str, deadletter_topic: str, partitions: int,
                  limits: Limits, idle_seconds: float = 10.0, health: Health | None = None) -> None:  # fmt: skip
@@ -61,9 +93,15 @@ class Router:
         self.dead: Counter[str] = self.health.dead_letters
         self.routed = 0
         self.duplicates = 0
+        self.local: frozenset[int] = frozenset()  # keyed partitions evaluated in this process
+
+    def evaluate_locally(self, partitions: set[int] | frozenset[int]) -> None:
+        """Called on rebalance with the keyed partitions whose state this worker now holds (their
+        table partitions are recovered before any stream resumes)."""
+        self.local = frozenset(partitions)
 
     def on_record(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                  headers: Any = None) -> list[Outgoing]:  # fmt: skip
+                  headers: Any = None) -> list[Work]:  # fmt: skip
         source = f"{topic}:{partition}"
         self.activity[source] = time.monotonic()
         arrival = time.time()
@@ -87,17 +125,19 @@ class Router:
             self.engine.stats.duplicates += 1
             return []
         self.routed += 1
-        keys = list(self.engine.route(out))
-        sends = []
-        for index, (part, part_keys) in enumerate(split_by_partition(keys, self.partitions).items()):
-            hdrs = event_headers(source, part_keys, index == 0, event.event_type, event.event_id, arrival)
-            sends.append(Outgoing(self.keyed_topic, value or b"", None, part, out.ts, tuple(hdrs)))
-        if not sends:
+        routes = self.engine.route(out)
+        by_partition = split_by_partition(routes, self.partitions)
+        if not by_partition:
             # No rule wants the event; still count it once, on the partition of its id.
-            part = partition_of(event.event_id, self.partitions)
-            hdrs = event_headers(source, [], True, event.event_type, event.event_id, arrival)
-            sends.append(Outgoing(self.keyed_topic, value or b"", None, part, out.ts, tuple(hdrs)))
-        return sends
+            by_partition = {partition_of(event.event_id, self.partitions): []}
+        work: list[Work] = []
+        for index, (part, part_keys) in enumerate(by_partition.items()):
+            if part in self.local:
+                work.append(LocalEvent(part, out, tuple(part_keys), routes, index == 0, source, arrival))
+                continue
+            hdrs = event_headers(source, part_keys, index == 0, event.event_type, event.event_id, arrival)
+            work.append(Outgoing(self.keyed_topic, value or b"", None, part, out.ts, tuple(hdrs)))
+        return work
 
     def assign(self, sources: set[str]) -> None:
         """Called on rebalance with the input partitions (``topic:partition``) this worker now owns.
@@ -115,7 +155,7 @@ class Router:
         for source in sources:
             self.activity.setdefault(source, now)
 
-    def tick(self) -> list[Outgoing]:
+    def tick(self) -> list[Work]:
         """Broadcast each source's event time to every keyed partition; a source silent for
         ``idle_seconds`` is announced idle (null) so it stops holding the watermark back."""
         now = time.monotonic()
@@ -128,7 +168,10 @@ class Router:
         if not report:
             return []
         hdrs = tuple(tick_headers(report))
-        return [Outgoing(self.keyed_topic, b"", None, p, None, hdrs) for p in range(self.partitions)]
+        return [
+            LocalTick(p, report) if p in self.local else Outgoing(self.keyed_topic, b"", None, p, None, hdrs)
+            for p in range(self.partitions)
+        ]
 
 
 class PartitionStore(MutableMapping[str, Any]):
@@ -229,40 +272,57 @@ class Evaluator:
         return shard
 
     def on_record(self, partition: int, value: bytes | None, headers: Any) -> list[Alert]:
+        """A record of the keyed topic: a tick, or an event with the rule keys it is for."""
         meta = Headers.parse(headers)
-        shard = self.shard(partition)
         if meta.tick is not None:
-            for source, ts in meta.tick.items():
-                if ts is None:
-                    shard.sources.pop(source, None)
-                else:
-                    shard.observe(source, ts)
-            known = {k: v for k, v in shard.sources.items() if v != float("-inf")}
-            key = f"{WATERMARK_KEY}{partition}"
-            if self.store.get(key) != known:  # an idle tick writes nothing
-                self.store[key] = known
-                self.dirty.setdefault(partition, set()).add(key)
-            return self.engine.advance(shard)
+            return self.on_tick(partition, meta.tick)
         out = decode(value or b"", Limits(max_bytes=max(len(value or b""), 1)), now=float("inf"))
         if not isinstance(out, Decoded):  # the router validated it; a mismatch means a foreign writer
             log.error("undecodable record on the keyed topic, partition %d: %s", partition, out.reason)
             return []
+        wanted = set(meta.keys)
+        routes = {key: roles for key, roles in self.engine.route(out).items() if key in wanted} if wanted else {}
+        return self.on_event(partition, out, tuple(routes), routes, meta.primary, meta.source, meta.arrival)
+
+    def on_local(self, work: LocalEvent | LocalTick) -> list[Alert]:
+        """What the router handed over for a partition this worker owns."""
+        if isinstance(work, LocalTick):
+            return self.on_tick(work.partition, work.report)
+        return self.on_event(work.partition, work.decoded, work.keys, work.routes, work.primary, work.source,
+                             work.arrival)  # fmt: skip
+
+    def on_tick(self, partition: int, report: dict[str, float | None]) -> list[Alert]:
+        """Input partitions' event times (None: idle); fires the timers the watermark now passes."""
+        shard = self.shard(partition)
+        for source, ts in report.items():
+            if ts is None:
+                shard.sources.pop(source, None)
+            else:
+                shard.observe(source, ts)
+        known = {k: v for k, v in shard.sources.items() if v != float("-inf")}
+        key = f"{WATERMARK_KEY}{partition}"
+        if self.store.get(key) != known:  # an idle tick writes nothing
+            self.store[key] = known
+            self.dirty.setdefault(partition, set()).add(key)
+        return self.engine.advance(shard)
+
+    def on_event(self, partition: int, out: Decoded, keys: tuple[str, ...], routes: dict[str, list[Role]],
+                 primary: bool, source: str, arrival: float | None) -> list[Alert]:  # fmt: skip
+        """Apply one event to ``keys`` (routed as ``routes``) on the shard of ``partition``."""
+        shard = self.shard(partition)
         late = out.ts < self.engine.watermark(shard)
-        if meta.primary:
+        if primary:
             self.engine.observe_event(out)
             if late:
                 self.engine.stats.late += 1
-        if meta.source:
-            shard.observe(meta.source, out.ts)
+        if source:
+            shard.observe(source, out.ts)
         alerts: list[Alert] = []
-        if meta.keys:
-            wanted = set(meta.keys)
-            for key, roles in self.engine.route(out).items():
-                if key in wanted:
-                    alerts.extend(self.engine.apply(shard, out, key, roles, late))
+        for key in keys:
+            alerts.extend(self.engine.apply(shard, out, key, routes[key], late))
         alerts.extend(self.engine.advance(shard))
-        if alerts and meta.arrival:
-            self.health.processing.observe(max(0.0, time.time() - meta.arrival))
+        if alerts and arrival:
+            self.health.processing.observe(max(0.0, time.time() - arrival))
         return alerts
 
     def flush(self) -> list[Change]:

@@ -59,9 +59,7 @@ class Topics(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="MODWATCH_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="MODWATCH_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     bootstrap_servers: str = "127.0.0.1:9092"
     app_id: str = "modwatch"
@@ -89,6 +87,9 @@ class Settings(BaseSettings):
     # read-back, but every worker also consumes its peers' changelogs (bench: 2 workers 1.3x one
     # with 1, 1.7x with 0; recovering 85k state entries from the changelog took ~47 s on Tansu).
     standby_replicas: int = Field(default=1, ge=0)
+    # Evaluate an event in the routing stage for the keyed partitions this worker owns, instead of
+    # sending it through the keyed topic to itself (bench: faster and one broker trip less per alert).
+    local_evaluation: bool = True
     data_dir: str = ".modwatch"  # Faust's local data directory
     # When set, target and data-subject ids in alerts are replaced by a keyed HMAC pseudonym.
     pseudonymize_key: SecretStr | None = None

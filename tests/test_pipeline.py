@@ -1,11 +1,15 @@
-"""``Evaluator.flush``: what the live worker logs to the changelog after each batch of keyed records."""
+"""The live worker's stages without Faust: ``Evaluator.flush`` (what is logged to the changelog after
+each batch) and evaluation in place for the keyed partitions a worker owns."""
 
 from __future__ import annotations
 
 import json
+import zlib
+from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
+from streams.backtest import run_backtest
 from streams.config import load_rules
 from streams.decode import Limits
 from streams.engine import Engine
@@ -71,3 +75,103 @@ def test_a_batch_logs_each_changed_key_once_with_its_last_value() -> None:
     assert {key: value for (_, key), value in changelog.items()} == json.loads(json.dumps(store))
     assert deleted > 0, "the example log must exercise deletes"
     assert logged < store.writes
+
+
+# -- evaluation in place: the keyed partitions a worker owns skip the keyed topic ------------------
+
+
+def _two_workers(local: bool, lag: int) -> tuple[dict[str, Any], Counter[str], int, int]:
+    """The example log through two simulated workers, each reading one input partition (by actor)
+    and owning two of four keyed partitions. A record for the other worker's partition reaches it
+    ``lag`` events later, as the keyed topic would deliver it; ticks every 50 events. With ``local``,
+    each worker evaluates its own partitions in place. Returns the alerts by id, the events counted,
+    the late events and the records sent through the keyed topic."""
+    ruleset = load_rules(REPO / "config")
+    owned = ({0, 1}, {2, 3})
+    engines = [Engine(ruleset), Engine(ruleset)]
+    routers = [Router(engine, "keyed", "dead", 4, Limits()) for engine in engines]
+    evaluators = [Evaluator(engine, {}, 4) for engine in engines]
+    for router, evaluator, mine in zip(routers, evaluators, owned, strict=True):
+        evaluator.expect({"in:0", "in:1"})
+        if local:
+            router.evaluate_locally(mine)
+    alerts: dict[str, Any] = {}
+    in_flight: deque[tuple[int, Outgoing]] = deque()
+    sent = 0
+
+    def run(work: list[Any], index: int) -> None:
+        nonlocal sent
+        for item in work:
+            if isinstance(item, Outgoing):
+                sent += 1
+                in_flight.append((index + lag, item))
+            else:
+                owner = next(w for w, parts in enumerate(owned) if item.partition in parts)
+                alerts.update((a.alert_id, a.to_dict()) for a in evaluators[owner].on_local(item))
+
+    def deliver(until: int) -> None:
+        while in_flight and in_flight[0][0] <= until:
+            _, record = in_flight.popleft()
+            owner = next(w for w, parts in enumerate(owned) if record.partition in parts)
+            got = evaluators[owner].on_record(record.partition or 0, record.value, record.headers)
+            alerts.update((a.alert_id, a.to_dict()) for a in got)
+
+    lines = EXAMPLE.read_text().splitlines()
+    for index, line in enumerate(lines):
+        source = zlib.crc32(json.loads(line)["actor"]["id"].encode()) % 2
+        run(routers[source].on_record("in", source, index, None, line.encode()), index)
+        if index % 50 == 49:
+            for router in routers:
+                run(router.tick(), index)
+        deliver(index)
+    for router in routers:
+        run(router.tick(), len(lines))
+    deliver(len(lines) + lag)
+    counted: Counter[str] = engines[0].stats.events + engines[1].stats.events
+    return alerts, counted, engines[0].stats.late + engines[1].stats.late, sent
+
+
+def test_evaluating_owned_partitions_in_place_gives_the_same_alerts() -> None:
+    """Two workers that evaluate their own keyed partitions in place publish the backtest's alerts,
+    identical field by field to those of the keyed-topic path, count every event once, and send
+    only the other worker's share through the keyed topic."""
+    expected = {a.alert_id: a.to_dict() for a in run_backtest([str(EXAMPLE)], load_rules(REPO / "config")).alerts}
+    for lag in (0, 7):
+        remote, remote_counted, remote_late, remote_sent = _two_workers(local=False, lag=lag)
+        local, local_counted, local_late, local_sent = _two_workers(local=True, lag=lag)
+        assert set(local) == set(expected), (lag, sorted(set(expected) ^ set(local))[:5])
+        assert local == remote
+        assert local_counted == remote_counted and sum(local_counted.values()) == len(EXAMPLE.read_text().splitlines())
+        assert local_late == remote_late == 0
+        assert 0 < local_sent < remote_sent
+
+
+def test_one_worker_owning_every_partition_sends_nothing_through_the_keyed_topic() -> None:
+    """With every keyed partition local, events and ticks never leave the process, and the alerts
+    and the state are those of the keyed-topic path."""
+    results = []
+    for local in (False, True):
+        engine = Engine(load_rules(REPO / "config"))
+        router = Router(engine, "keyed", "dead", PARTITIONS, Limits())
+        store: dict[str, Any] = {}
+        evaluator = Evaluator(engine, store, PARTITIONS)
+        evaluator.expect({"in:0"})
+        if local:
+            router.evaluate_locally(set(range(PARTITIONS)))
+        ids: set[str] = set()
+        records = 0
+        for offset, line in enumerate(EXAMPLE.read_text().splitlines()):
+            work = router.on_record("in", 0, offset, None, line.encode())
+            work += router.tick() if offset % 50 == 49 else []
+            for item in work:
+                if isinstance(item, Outgoing):
+                    records += 1
+                    got = evaluator.on_record(item.partition or 0, item.value, item.headers)
+                else:
+                    got = evaluator.on_local(item)
+                ids |= {a.alert_id for a in got}
+        results.append((ids, json.loads(json.dumps(store)), records))
+    (remote_ids, remote_store, remote_records), (local_ids, local_store, local_records) = results
+    assert local_ids == remote_ids and local_ids
+    assert local_store == remote_store
+    assert local_records == 0 < remote_records
