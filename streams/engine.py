@@ -33,7 +33,7 @@ from .decode import Decoded
 from .regions import region_label
 from .rules.base import ACTION_TYPES, Hit, Role, Rule
 from .rules.predicate import Context
-from .rules.sequence import SequenceGroup, SequenceRule, group_sequences
+from .rules.sequence import SequenceGroup, SequenceRule, group_parts, group_sequences, is_group_state
 
 log = logging.getLogger(__name__)
 
@@ -433,10 +433,10 @@ class Engine:
                 continue
             if rule_id in self.group_of and isinstance(state, dict) and "a" in state:
                 self._merge(record, rule_id, state["a"], [b[:3] for b in state["b"]])
-            elif rule_id not in self.by_id and isinstance(state, dict) and "m" in state:
-                for bit, member_id in enumerate(state["m"]):
-                    pending = [b[:3] for b in state["b"] if b[3] >> bit & 1]
-                    self._merge(record, member_id, state["a"], pending)
+            elif rule_id not in self.by_id and is_group_state(state):
+                members, firsts, waiting = group_parts(state)
+                for bit, member_id in enumerate(members):
+                    self._merge(record, member_id, firsts, [b[:3] for b in waiting if b[3] >> bit & 1])
             else:
                 continue  # a rule removed from the configuration: ``advance`` drops its state
             entry[0] = None
@@ -451,26 +451,17 @@ class Engine:
         if unit is None or not isinstance(unit, SequenceGroup | SequenceRule):
             return
         entry = record.get(unit.id) or [None, None]
-        state = entry[0]
         if group is not None:
-            if state is None:
-                state = {"m": group.member_ids, "a": [], "b": []}
-            elif state["m"] != group.member_ids:
-                state = group._remap(state)
-            bit = 1 << group.member_ids.index(rule_id)
-        elif state is None:
-            state = {"a": [], "b": []}
-        known = {a[1] for a in state["a"]}
-        state["a"].extend(a for a in firsts if a[1] not in known)
-        state["a"].sort(key=lambda a: a[0])
-        waiting = {b[1]: b for b in state["b"]}
-        for b_ts, b_id, b_view in pending:
-            if b_id not in waiting:
-                state["b"].append([b_ts, b_id, b_view, bit] if group is not None else [b_ts, b_id, b_view])
-            elif group is not None:
-                waiting[b_id][3] |= bit
-        state["b"].sort(key=lambda b: b[0])
-        entry[0] = state
+            entry[0] = group.merge(entry[0], rule_id, firsts, pending)
+        else:
+            state = entry[0] or {"a": [], "b": []}
+            known = {a[1] for a in state["a"]}
+            state["a"].extend(a for a in firsts if a[1] not in known)
+            state["a"].sort(key=lambda a: a[0])
+            waiting = {b[1] for b in state["b"]}
+            state["b"].extend(b for b in pending if b[1] not in waiting)
+            state["b"].sort(key=lambda b: b[0])
+            entry[0] = state
         record[unit.id] = entry
 
     # -- internals ----------------------------------------------------------------------------

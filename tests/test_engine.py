@@ -17,7 +17,7 @@ from streams.alerts import Alert
 from streams.config import RuleSet, load_rules
 from streams.decode import Decoded, decode
 from streams.engine import Engine, Shard, open_record
-from streams.rules.sequence import SequenceGroup
+from streams.rules.sequence import SequenceGroup, group_parts
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 T0 = 1_590_969_600.0  # 2020-06-01T00:00:00Z
@@ -458,9 +458,9 @@ def test_a_group_state_saved_under_other_members_is_read_with_its_masks_translat
     shard = Shard()
     old.process(shard, decoded(export))
     group = next(u for u in old.units if isinstance(u, SequenceGroup))
-    saved = open_record(shard.store["request=R-1"])[group.id][0]
-    assert saved["m"] == ["rapid_takedown", "cross_jurisdiction", "request_latency"]
-    assert [b[3] for b in saved["b"]] == [0b110]  # an export is no takedown: pending for the other two
+    members, _, pending = group_parts(open_record(shard.store["request=R-1"])[group.id][0])
+    assert members == ["rapid_takedown", "cross_jurisdiction", "request_latency"]
+    assert [b[3] for b in pending] == [0b110]  # an export is no takedown: pending for the other two
     # now without rapid_takedown: cross_jurisdiction moves from bit 1 to bit 0, request_latency to bit 1
     config = tmp_path / "config"
     shutil.copytree(CONFIG, config)
@@ -471,9 +471,10 @@ def test_a_group_state_saved_under_other_members_is_read_with_its_masks_translat
     new_group = next(u for u in new.units if isinstance(u, SequenceGroup))
     assert new_group.id == group.id and new_group.member_ids == ["cross_jurisdiction", "request_latency"]
     alerts = new.process(shard, decoded(request))
-    assert [a.rule_id for a in alerts if a.rule_id in saved["m"]] == ["cross_jurisdiction"]
+    assert [a.rule_id for a in alerts if a.rule_id in members] == ["cross_jurisdiction"]
     assert sum(h.count for h in new.stats.request_latency.values()) == 1
-    assert open_record(shard.store["request=R-1"])[group.id][0]["m"] == ["cross_jurisdiction", "request_latency"]
+    members_now, _, _ = group_parts(open_record(shard.store["request=R-1"])[group.id][0])
+    assert members_now == ["cross_jurisdiction", "request_latency"]
 
 
 @pytest.mark.parametrize("first_grouped", [False, True], ids=["upgrade-to-groups", "groups-to-separate"])
@@ -531,31 +532,49 @@ def _held_as_dicts(value: Any) -> Any:
     return value
 
 
+def _as_previous_version(stored: Any) -> dict[str, Any]:
+    """A record as the version before saved it: {rule id: [state, suppression]}, a group's state as
+    {"m": member ids, "a": first events, "b": pending events}, held events as dicts."""
+    record = {}
+    for rule_id, (state, sup) in open_record(stored).items():
+        if rule_id.startswith("pairs:") and state is not None:
+            members, firsts, pending = group_parts(state)
+            state = {"m": members, "a": firsts, "b": pending}
+        record[rule_id] = [_held_as_dicts(state), sup]
+    return record
+
+
 def _leaves(value: Any) -> list[Any]:
     if isinstance(value, list | dict):
         return [leaf for v in (value.values() if isinstance(value, dict) else value) for leaf in _leaves(v)]
     return [value]
 
 
-@pytest.mark.parametrize("group_pairs", [True, False])
-def test_state_saved_by_the_previous_version_is_read(group_pairs: bool) -> None:
-    """A worker upgraded from the version that saved a record as {rule id: [state, suppression]}
-    and held events as dicts recovers that state from its changelog: pending requests, actions,
-    threshold windows and suppressions still pair, fire and suppress as before."""
+@pytest.mark.parametrize("read_grouped", [True, False])
+@pytest.mark.parametrize("written_grouped", [True, False])
+def test_state_saved_by_the_previous_version_is_read(written_grouped: bool, read_grouped: bool) -> None:
+    """A worker upgraded from the version that saved a record as {rule id: [state, suppression]},
+    a group's state as a dict and held events as dicts recovers that state from its changelog, with
+    the same or another grouping: pending requests, actions, threshold windows and suppressions
+    still pair, fire and suppress as before."""
     log = build_log()
     cut = next(i for i, e in enumerate(log) if e["event_id"] == "i-r1")
-    _, want = _feed_engine(Engine(default_rules(), group_pairs=group_pairs), log)
-    engine = Engine(default_rules(), group_pairs=group_pairs)
+    _, want = _feed_engine(Engine(default_rules()), log)
+    before = Engine(default_rules(), group_pairs=written_grouped)
     shard = Shard()
     got: list[Alert] = []
     for raw in log[: cut + 1]:
-        got.extend(engine.process(shard, decoded(raw)))
-    old = {key: _held_as_dicts(open_record(stored)) for key, stored in shard.store.items()}
+        got.extend(before.process(shard, decoded(raw)))
+    old = {key: _as_previous_version(stored) for key, stored in shard.store.items()}
     assert any(isinstance(v, str) and v.startswith("{") for stored in shard.store.values() for v in _leaves(stored))
     assert any(sup is not None for record in old.values() for _, sup in record.values())
+    states = [state for record in old.values() for state, _ in record.values()]
+    assert any(isinstance(state, dict) and "m" in state for state in states) == written_grouped
     shard.store.clear()
     shard.store.update(old)
-    shard.rebuild_timers(engine)
+    after = Engine(default_rules(), group_pairs=read_grouped)
+    after.recent = before.recent
+    shard.rebuild_timers(after)
     for raw in log[cut + 1 :]:
-        got.extend(engine.process(shard, decoded(raw)))
+        got.extend(after.process(shard, decoded(raw)))
     assert [a.to_json() for a in got] == [a.to_json() for a in want]

@@ -11,7 +11,7 @@ without it falls back to the target it acted on. A is stored under every key it 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -186,6 +186,12 @@ class SequenceGroup(Rule):
     under another configuration is read correctly). Hits carry the member's id and are scored,
     suppressed and counted as that member's.
 
+    State: one flat list, ``[member ids, ts, event id, held event, mask, ts, ...]``, four slots per
+    held event. Mask 0 marks a first event; any other mask a pending event and the members it waits
+    for. Flat, because a key's memory is mostly containers: the ``{"m": ..., "a": [[...]], "b":
+    [[...]]}`` saved before cost ~300 bytes more per key with one held event. That shape is still
+    read (``group_parts``).
+
     Not a configured rule kind: the engine builds groups from the configured sequence rules.
     """
 
@@ -239,30 +245,24 @@ class SequenceGroup(Rule):
         return out
 
     def apply(self, state: State, view: dict[str, Any], ts: float, side: str) -> tuple[State, list[Hit]]:
-        if state is None:
-            state = {"m": self.member_ids, "a": [], "b": []}
-        elif state["m"] != self.member_ids:
-            state = self._remap(state)
+        state = [self.member_ids] if state is None else self._read(state)
         event_id = view["event_id"]
-        hits: list[Hit] = []
-        if side == "first":
-            for entry in state["a"]:
-                if entry[1] == event_id:
-                    return state, []
-            state["a"].append([ts, event_id, hold(view)])
-            for b_ts, b_id, b_view, mask in state["b"]:
-                if ts <= b_ts:
-                    self._pairs(hits, mask, ts, event_id, compact(view), b_ts, b_id, b_view)
-            return state, hits
-        for entry in state["b"]:
-            if entry[1] == event_id:
+        mask = 0 if side == "first" else self.masks[side]
+        for _, held_id, _, held_mask in _entries(state):
+            if held_id == event_id and (held_mask == 0) == (mask == 0):
                 return state, []
-        mask = self.masks[side]
-        state["b"].append([ts, event_id, hold(view), mask])
-        for a_ts, a_id, a_view in state["a"]:
-            if a_ts <= ts:
-                self._pairs(hits, mask, a_ts, a_id, a_view, ts, event_id, view)
-        return state, hits
+        hits: list[Hit] = []
+        if mask == 0:
+            for b_ts, b_id, b_view, b_mask in _entries(state):
+                if b_mask and ts <= b_ts:
+                    self._pairs(hits, b_mask, ts, event_id, compact(view), b_ts, b_id, b_view)
+        else:
+            for a_ts, a_id, a_view, a_mask in _entries(state):
+                if not a_mask and a_ts <= ts:
+                    self._pairs(hits, mask, a_ts, a_id, a_view, ts, event_id, view)
+        # Concatenation makes a list of the exact size; an append or ``[*state, ...]`` would leave
+        # spare slots in every key's state.
+        return state + [ts, event_id, hold(view), mask], hits  # noqa: RUF005
 
     def _pairs(self, hits: list[Hit], mask: int, a_ts: float, a_id: str, a_view: Held,
                b_ts: float, b_id: str, b_view: Held) -> None:  # fmt: skip
@@ -289,25 +289,93 @@ class SequenceGroup(Rule):
             self.on_error(member, view)
             return None
 
-    def _remap(self, state: dict[str, Any]) -> dict[str, Any]:
-        """A state saved under other members (the configuration changed): translate the masks."""
+    def _read(self, state: State) -> list[Any]:
+        """A saved state in this group's shape and member order."""
+        if isinstance(state, list) and state[0] == self.member_ids:
+            state[0] = self.member_ids  # one list for every key (a recovered state has its own copy)
+            return state
+        return self._remap(state)
+
+    def _remap(self, state: State) -> list[Any]:
+        """A state saved in the previous shape, or under other members (the configuration changed):
+        translate the masks to this group's members; a pending event none of them waits for goes."""
+        members, firsts, pending = group_parts(state)
         bit_of = {rule_id: bit for bit, rule_id in enumerate(self.member_ids)}
-        moves = [(old, bit_of[rule_id]) for old, rule_id in enumerate(state["m"]) if rule_id in bit_of]
-        pending = []
-        for b_ts, b_id, b_view, old_mask in state["b"]:
+        moves = [(old, bit_of[rule_id]) for old, rule_id in enumerate(members) if rule_id in bit_of]
+        flat: list[Any] = []
+        for a_ts, a_id, a_view in firsts:
+            flat += (a_ts, a_id, a_view, 0)
+        for b_ts, b_id, b_view, old_mask in pending:
             mask = sum(1 << new for old, new in moves if old_mask >> old & 1)
             if mask:
-                pending.append([b_ts, b_id, b_view, mask])
-        return {"m": self.member_ids, "a": state["a"], "b": pending}
+                flat += (b_ts, b_id, b_view, mask)
+        return [self.member_ids] + flat  # noqa: RUF005  (exact size, as in ``apply``)
+
+    def merge(self, state: State, rule_id: str, firsts: list[Any], pending: list[Any]) -> list[Any]:
+        """``state`` (None for none) with a member's first events [ts, id, held] and pending events
+        [ts, id, held] added: its own state from before it was grouped, or its part of a group this
+        engine does not form. Kept in time order, as the engine found them."""
+        entries = [list(entry) for entry in _entries([self.member_ids] if state is None else self._read(state))]
+        known = {e[1] for e in entries if e[3] == 0}
+        entries += ([*a, 0] for a in firsts if a[1] not in known)
+        waiting = {e[1]: e for e in entries if e[3]}
+        bit = 1 << self.member_ids.index(rule_id)
+        for b_ts, b_id, b_view in pending:
+            if b_id in waiting:
+                waiting[b_id][3] |= bit
+            else:
+                entries.append([b_ts, b_id, b_view, bit])
+        entries.sort(key=lambda e: e[0])
+        return [self.member_ids] + [value for entry in entries for value in entry]
 
     def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
-        return expire_pairs(state, self.keep, watermark), []
+        """Drop the first events no member can pair any more (older than the longest ``within``),
+        and the pending events no first event can still reach (one that is not late, i.e. at or
+        after the watermark, can only be newer than them)."""
+        state = self._read(state)
+        kept: list[Any] = []
+        for entry in _entries(state):
+            if (entry[0] >= watermark) if entry[3] else (entry[0] + self.keep >= watermark):
+                kept += entry
+        return ([state[0]] + kept if kept else None), []  # noqa: RUF005  (exact size, as in ``apply``)
 
     def deadline(self, state: State) -> float | None:
-        return pairs_deadline(state, self.keep)
+        """When ``advance`` next has something to drop."""
+        earliest = float("inf")
+        for ts, _, _, mask in _entries(self._read(state)):
+            when = ts if mask else ts + self.keep
+            if when < earliest:
+                earliest = when
+        return earliest + 0.001 if earliest != float("inf") else None
 
     def condition_text(self) -> str:
         return "shared store of " + ", ".join(self.member_ids)
+
+
+def _entries(state: list[Any]) -> Iterator[tuple[Any, ...]]:
+    """The held events of a group's state: (ts, event id, held event, mask)."""
+    items = iter(state)
+    next(items)  # the member ids
+    return zip(items, items, items, items, strict=True)
+
+
+def group_parts(state: State) -> tuple[list[str], list[list[Any]], list[list[Any]]]:
+    """A group's state, in either shape it was saved in, as (member ids, first events [ts, id,
+    held], pending events [ts, id, held, mask])."""
+    if isinstance(state, dict):  # {"m": member ids, "a": first events, "b": pending events}
+        return state["m"], state["a"], state["b"]
+    firsts, pending = [], []
+    for ts, event_id, held, mask in _entries(state):
+        if mask:
+            pending.append([ts, event_id, held, mask])
+        else:
+            firsts.append([ts, event_id, held])
+    return state[0], firsts, pending
+
+
+def is_group_state(state: State) -> bool:
+    """Whether a saved state is a group's (either shape); no other rule keeps a list or an "m"."""
+    return isinstance(state, list) or (isinstance(state, dict) and "m" in state)
 
 
 def group_id(rule: SequenceRule) -> str:
