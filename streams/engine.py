@@ -33,7 +33,7 @@ from .decode import Decoded
 from .regions import region_label
 from .rules.base import ACTION_TYPES, Hit, Role, Rule
 from .rules.predicate import Context
-from .rules.sequence import SequenceGroup, SequenceRule, group_parts, group_sequences, is_group_state
+from .rules.sequence import SequenceGroup, SequenceRule, group_parts, group_sequences, is_group_id
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ def open_record(stored: Any) -> dict[str, list[Any]]:
         return {}
     if isinstance(stored, dict):
         return stored
+    if len(stored) == 3:  # the common case, without the general loop
+        return {stored[0]: [stored[1], stored[2]]}
     items = iter(stored)
     return {rule_id: [state, sup] for rule_id, state, sup in zip(items, items, items, strict=True)}
 
@@ -105,6 +107,9 @@ def open_record(stored: Any) -> dict[str, list[Any]]:
 def stored_record(record: dict[str, list[Any]]) -> list[Any]:
     """The flat list ``open_record`` reads, allocated at its exact size (a list grown by appends
     keeps spare slots, and there is one record per key)."""
+    if len(record) == 1:
+        for rule_id, (state, sup) in record.items():
+            return [rule_id, state, sup]
     flat: list[Any] = [None] * (3 * len(record))
     for index, (rule_id, (state, sup)) in enumerate(record.items()):
         flat[3 * index : 3 * index + 3] = rule_id, state, sup
@@ -433,7 +438,7 @@ class Engine:
                 continue
             if rule_id in self.group_of and isinstance(state, dict) and "a" in state:
                 self._merge(record, rule_id, state["a"], [b[:3] for b in state["b"]])
-            elif rule_id not in self.by_id and is_group_state(state):
+            elif rule_id not in self.by_id and is_group_id(rule_id):
                 members, firsts, waiting = group_parts(state)
                 for bit, member_id in enumerate(members):
                     self._merge(record, member_id, firsts, [b[:3] for b in waiting if b[3] >> bit & 1])

@@ -532,14 +532,20 @@ def _held_as_dicts(value: Any) -> Any:
     return value
 
 
+THRESHOLDS = {rule.id for rule in default_rules().rules if rule.kind == "threshold"}
+
+
 def _as_previous_version(stored: Any) -> dict[str, Any]:
     """A record as the version before saved it: {rule id: [state, suppression]}, a group's state as
-    {"m": member ids, "a": first events, "b": pending events}, held events as dicts."""
+    {"m": member ids, "a": first events, "b": pending events}, a threshold's as {"b": buckets, "i":
+    ids, "lv": [ts, held event]}, held events as dicts."""
     record = {}
     for rule_id, (state, sup) in open_record(stored).items():
         if rule_id.startswith("pairs:") and state is not None:
             members, firsts, pending = group_parts(state)
             state = {"m": members, "a": firsts, "b": pending}
+        elif rule_id in THRESHOLDS and state is not None:
+            state = {"b": state[0], "i": state[1], "lv": state[2:]}
         record[rule_id] = [_held_as_dicts(state), sup]
     return record
 
@@ -552,13 +558,14 @@ def _leaves(value: Any) -> list[Any]:
 
 @pytest.mark.parametrize("read_grouped", [True, False])
 @pytest.mark.parametrize("written_grouped", [True, False])
-def test_state_saved_by_the_previous_version_is_read(written_grouped: bool, read_grouped: bool) -> None:
+@pytest.mark.parametrize("cut_after", ["i-r1", "i-a1"])  # a request pending; threshold windows open too
+def test_state_saved_by_the_previous_version_is_read(cut_after: str, written_grouped: bool, read_grouped: bool) -> None:
     """A worker upgraded from the version that saved a record as {rule id: [state, suppression]},
     a group's state as a dict and held events as dicts recovers that state from its changelog, with
     the same or another grouping: pending requests, actions, threshold windows and suppressions
     still pair, fire and suppress as before."""
     log = build_log()
-    cut = next(i for i, e in enumerate(log) if e["event_id"] == "i-r1")
+    cut = next(i for i, e in enumerate(log) if e["event_id"] == cut_after)
     _, want = _feed_engine(Engine(default_rules()), log)
     before = Engine(default_rules(), group_pairs=written_grouped)
     shard = Shard()
@@ -570,6 +577,7 @@ def test_state_saved_by_the_previous_version_is_read(written_grouped: bool, read
     assert any(sup is not None for record in old.values() for _, sup in record.values())
     states = [state for record in old.values() for state, _ in record.values()]
     assert any(isinstance(state, dict) and "m" in state for state in states) == written_grouped
+    assert any(isinstance(state, dict) and "lv" in state for state in states) == (cut_after == "i-a1")
     shard.store.clear()
     shard.store.update(old)
     after = Engine(default_rules(), group_pairs=read_grouped)

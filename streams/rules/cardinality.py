@@ -57,7 +57,7 @@ class CardinalityRule(Windowed):
                 best_end, best = end, distinct
         if not self.reached(best):
             return state, []
-        hit = window_hit(state, in_window(state["i"], best_end - self.size, best_end), ts, view)
+        hit = window_hit(state.get("lv"), in_window(state["i"], best_end - self.size, best_end), ts, view)
         hit.facts = {"distinct": best, "window": format_duration(self.size)}
         return state, [hit]
 

@@ -248,9 +248,10 @@ class SequenceGroup(Rule):
         state = [self.member_ids] if state is None else self._read(state)
         event_id = view["event_id"]
         mask = 0 if side == "first" else self.masks[side]
-        for _, held_id, _, held_mask in _entries(state):
-            if held_id == event_id and (held_mask == 0) == (mask == 0):
-                return state, []
+        if event_id in state:  # a scan at C speed first: most events are new to the key
+            for _, held_id, _, held_mask in _entries(state):
+                if held_id == event_id and (held_mask == 0) == (mask == 0):
+                    return state, []
         hits: list[Hit] = []
         if mask == 0:
             for b_ts, b_id, b_view, b_mask in _entries(state):
@@ -291,6 +292,8 @@ class SequenceGroup(Rule):
 
     def _read(self, state: State) -> list[Any]:
         """A saved state in this group's shape and member order."""
+        if type(state) is list and state[0] is self.member_ids:  # the common case, checked first
+            return state
         if isinstance(state, list) and state[0] == self.member_ids:
             state[0] = self.member_ids  # one list for every key (a recovered state has its own copy)
             return state
@@ -341,9 +344,10 @@ class SequenceGroup(Rule):
 
     def deadline(self, state: State) -> float | None:
         """When ``advance`` next has something to drop."""
-        earliest = float("inf")
-        for ts, _, _, mask in _entries(self._read(state)):
-            when = ts if mask else ts + self.keep
+        state = self._read(state)
+        earliest, keep = float("inf"), self.keep
+        for i in range(1, len(state), 4):  # called for every key on every pass: indexes, no tuples
+            when = state[i] if state[i + 3] else state[i] + keep
             if when < earliest:
                 earliest = when
         return earliest + 0.001 if earliest != float("inf") else None
@@ -373,9 +377,12 @@ def group_parts(state: State) -> tuple[list[str], list[list[Any]], list[list[Any
     return state[0], firsts, pending
 
 
-def is_group_state(state: State) -> bool:
-    """Whether a saved state is a group's (either shape); no other rule keeps a list or an "m"."""
-    return isinstance(state, list) or (isinstance(state, dict) and "m" in state)
+def is_group_id(unit_id: str) -> bool:
+    """Whether state saved under this id is a group's: rule ids cannot hold the colon."""
+    return unit_id.startswith(GROUP_PREFIX)
+
+
+GROUP_PREFIX = "pairs:"
 
 
 def group_id(rule: SequenceRule) -> str:
@@ -385,7 +392,7 @@ def group_id(rule: SequenceRule) -> str:
     where = describe(cfg.first.where) if cfg.first.where is not None else ""
     signature = f"{'/'.join(cfg.first.events)}|{where}|{joins}|{cfg.max_fanout}"
     digest = hashlib.sha256(signature.encode()).hexdigest()[:8]
-    return f"pairs:{'/'.join(cfg.first.events)}:{digest}"
+    return f"{GROUP_PREFIX}{'/'.join(cfg.first.events)}:{digest}"
 
 
 def group_sequences(rules: tuple[Rule, ...] | list[Rule]) -> list[Rule]:

@@ -4,6 +4,10 @@ State per key is bucketed so that it stays small however busy the key is: a wind
 ``RESOLUTION`` buckets, so a 30-day window holds at most ~240 numbers per key and a window is exact
 to 1/240 of its length. The most recent contributing event ids are kept (for the alert and to drop
 redelivered events).
+
+A threshold's state is a list, ``[buckets, ids, latest ts, latest held event]``: a key with one
+event in its window spent more on a dict and a nested ``lv`` list than on what they held. State
+saved as ``{"b": buckets, "i": ids, "lv": [ts, held event]}`` is still read.
 """
 
 from __future__ import annotations
@@ -127,12 +131,12 @@ def remember_latest(state: dict[str, Any], ts: float, view: dict[str, Any]) -> N
         state["lv"] = [ts, hold(view)]
 
 
-def window_hit(state: dict[str, Any], window: list[list[Any]], ts: float, view: dict[str, Any]) -> Hit:
-    """A hit over the events of a window: anchored on its first event, ending at its last."""
+def window_hit(latest: list[Any] | None, window: list[list[Any]], ts: float, view: dict[str, Any]) -> Hit:
+    """A hit over the events of a window: anchored on its first event, ending at its last.
+    ``latest`` is the newest event seen, [ts, held event], or None."""
     if not window:
         return Hit(anchor=view["event_id"], ts=ts, first_seen=ts, event_ids=[view["event_id"]], view=view)
     last_ts = window[-1][0]
-    latest = state.get("lv")
     last_view = unhold(latest[1]) if latest is not None and latest[0] == last_ts else view
     return Hit(
         anchor=window[0][1],
@@ -170,12 +174,12 @@ class ThresholdRule(Windowed):
             amount = float(sum(values))
         else:
             amount = 1.0
-        if state is None:
-            state = {"b": [], "i": []}
-        if not add_id(state["i"], ts, view["event_id"]):
+        state = [[], [], None, None] if state is None else _read(state)
+        if not add_id(state[1], ts, view["event_id"]):
             return state, []
-        remember_latest(state, ts, view)
-        buckets: list[list[float]] = state["b"]
+        if state[2] is None or ts >= state[2]:  # as ``remember_latest``
+            state[2], state[3] = ts, hold(view)
+        buckets: list[list[float]] = state[0]
         start = math.floor(ts / self.res) * self.res
         pos = bisect.bisect_left(buckets, [start])
         if pos < len(buckets) and buckets[pos][0] == start:
@@ -186,8 +190,8 @@ class ThresholdRule(Windowed):
         best_end, total, count = self._best_window(buckets, pos)
         if not self.reached(total):
             return state, []
-        window = in_window(state["i"], best_end - self.size, best_end + self.res)
-        hit = window_hit(state, window, ts, view)
+        window = in_window(state[1], best_end - self.size, best_end + self.res)
+        hit = window_hit(state[2:], window, ts, view)
         hit.facts = {"total": total, "count": int(count), "window": format_duration(self.size)}
         return state, [hit]
 
@@ -209,13 +213,15 @@ class ThresholdRule(Windowed):
         return best
 
     def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
+        state = _read(state)
         horizon = watermark - self.size - self.res
-        state["b"] = [b for b in state["b"] if b[0] > horizon]
-        state["i"] = [x for x in state["i"] if x[0] > horizon]
-        return (state if state["b"] else None), []
+        state[0] = [b for b in state[0] if b[0] > horizon]
+        state[1] = [x for x in state[1] if x[0] > horizon]
+        return (state if state[0] else None), []
 
     def deadline(self, state: State) -> float | None:
-        return state["b"][0][0] + self.size + self.slack if state and state["b"] else None
+        buckets = _read(state)[0] if state else None
+        return buckets[0][0] + self.size + self.slack if buckets else None
 
     def condition_text(self) -> str:
         what = "events" if self.tcfg.aggregate == "count" else f"sum of {self.tcfg.field}"
@@ -224,3 +230,11 @@ class ThresholdRule(Windowed):
             f"{what} per {keys} within {format_duration(self.size)} {self.bound_text()}, "
             f"over {'/'.join(self.tcfg.select.events)} where {describe(self.tcfg.select.where)}"
         )
+
+
+def _read(state: State) -> list[Any]:
+    """A threshold's saved state as a list, whichever shape it was saved in."""
+    if isinstance(state, dict):
+        latest = state.get("lv") or [None, None]
+        return [state["b"], state["i"], latest[0], latest[1]]
+    return state
