@@ -532,20 +532,23 @@ def _held_as_dicts(value: Any) -> Any:
     return value
 
 
-THRESHOLDS = {rule.id for rule in default_rules().rules if rule.kind == "threshold"}
+KINDS = {rule.id: rule.kind for rule in default_rules().rules}
 
 
 def _as_previous_version(stored: Any) -> dict[str, Any]:
     """A record as the version before saved it: {rule id: [state, suppression]}, a group's state as
     {"m": member ids, "a": first events, "b": pending events}, a threshold's as {"b": buckets, "i":
-    ids, "lv": [ts, held event]}, held events as dicts."""
+    ids, "lv": [ts, held event]}, an absence's as {"a": first events, "b": times}, held events as
+    dicts."""
     record = {}
     for rule_id, (state, sup) in open_record(stored).items():
         if rule_id.startswith("pairs:") and state is not None:
             members, firsts, pending = group_parts(state)
             state = {"m": members, "a": firsts, "b": pending}
-        elif rule_id in THRESHOLDS and state is not None:
+        elif KINDS.get(rule_id) == "threshold" and state is not None:
             state = {"b": state[0], "i": state[1], "lv": state[2:]}
+        elif KINDS.get(rule_id) == "absence" and state is not None:
+            state = {"a": state[0], "b": state[1]}
         record[rule_id] = [_held_as_dicts(state), sup]
     return record
 
@@ -575,9 +578,9 @@ def test_state_saved_by_the_previous_version_is_read(cut_after: str, written_gro
     old = {key: _as_previous_version(stored) for key, stored in shard.store.items()}
     assert any(isinstance(v, str) and v.startswith("{") for stored in shard.store.values() for v in _leaves(stored))
     assert any(sup is not None for record in old.values() for _, sup in record.values())
-    states = [state for record in old.values() for state, _ in record.values()]
-    assert any(isinstance(state, dict) and "m" in state for state in states) == written_grouped
-    assert any(isinstance(state, dict) and "lv" in state for state in states) == (cut_after == "i-a1")
+    kinds = {KINDS.get(rule_id, "group") for record in old.values() for rule_id, (state, _) in record.items() if state}
+    assert ("group" in kinds) == written_grouped and "absence" in kinds
+    assert ("threshold" in kinds) == (cut_after == "i-a1")
     shard.store.clear()
     shard.store.update(old)
     after = Engine(default_rules(), group_pairs=read_grouped)

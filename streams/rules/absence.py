@@ -36,25 +36,27 @@ class AbsenceRule(Paired):
         return self.acfg.within + self.acfg.lookback
 
     def apply(self, state: State, view: dict[str, Any], ts: float, side: str) -> tuple[State, list[Hit]]:
-        if state is None:
-            state = {"a": [], "b": []}
+        firsts, times = ([], []) if state is None else _read(state)
+        # New lists of the exact size: an append or insert would leave spare slots in every key.
         if side == "first":
             event_id = view["event_id"]
-            if not any(a[1] == event_id for a in state["a"]):
-                state["a"].append([ts, event_id, hold(view)])
+            if not any(a[1] == event_id for a in firsts):
+                firsts = firsts + [[ts, event_id, hold(view)]]  # noqa: RUF005
         else:
-            bisect.insort(state["b"], ts)
-        return state, []
+            pos = bisect.bisect_right(times, ts)
+            times = times[:pos] + [ts] + times[pos:]  # noqa: RUF005
+        return [firsts, times], []
 
     def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
         within, lookback = self.acfg.within, self.acfg.lookback
+        firsts, times = _read(state)
         hits, pending = [], []
-        for a_ts, a_id, a_view in state["a"]:
+        for a_ts, a_id, a_view in firsts:
             if a_ts + within >= watermark:
                 pending.append([a_ts, a_id, a_view])
                 continue
-            lo = bisect.bisect_left(state["b"], a_ts - lookback)
-            if lo < len(state["b"]) and state["b"][lo] <= a_ts + within:
+            lo = bisect.bisect_left(times, a_ts - lookback)
+            if lo < len(times) and times[lo] <= a_ts + within:
                 continue  # the expected event came
             hits.append(
                 Hit(
@@ -66,17 +68,17 @@ class AbsenceRule(Paired):
                     facts={"within": format_duration(within)},
                 )
             )
-        state["a"] = pending
         keep_from = min([watermark, *(a[0] for a in pending)]) - lookback
-        state["b"] = state["b"][bisect.bisect_left(state["b"], keep_from) :]
-        return (state if state["a"] or state["b"] else None), hits
+        times = times[bisect.bisect_left(times, keep_from) :]
+        return ([pending, times] if pending or times else None), hits
 
     def deadline(self, state: State) -> float | None:
         if not state:
             return None
-        if state["a"]:
-            return min(a[0] for a in state["a"]) + self.acfg.within + 0.001
-        return state["b"][0] + self.acfg.lookback + 0.001 if state["b"] else None
+        firsts, times = _read(state)
+        if firsts:
+            return min(a[0] for a in firsts) + self.acfg.within + 0.001
+        return times[0] + self.acfg.lookback + 0.001 if times else None
 
     def condition_text(self) -> str:
         joins = " or ".join(f"{j.first} = {j.then}" for j in self.acfg.join)
@@ -85,3 +87,11 @@ class AbsenceRule(Paired):
             f"{format_duration(self.acfg.lookback)} before to {format_duration(self.acfg.within)} after, "
             f"joined on {joins}"
         )
+
+
+def _read(state: State) -> tuple[list[list[Any]], list[float]]:
+    """An absence's saved state, ``[first events [ts, id, held], times of the expected events]``;
+    saved as ``{"a": ..., "b": ...}`` before (a dict cost more than the lists of a quiet key)."""
+    if isinstance(state, dict):
+        return state["a"], state["b"]
+    return state[0], state[1]

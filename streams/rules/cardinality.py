@@ -36,8 +36,10 @@ class CardinalityRule(Windowed):
     def apply(self, state: State, view: dict[str, Any], ts: float, side: str) -> tuple[State, list[Hit]]:
         if state is None:
             state = {"v": {}, "i": []}
-        if not add_id(state["i"], ts, view["event_id"]):
+        ids = add_id(state["i"], ts, view["event_id"])
+        if ids is None:
             return state, []
+        state["i"] = ids
         remember_latest(state, ts, view)
         seen: dict[str, float] = state["v"]
         for value in self.values(Context(view, ts)):

@@ -147,15 +147,16 @@ def window_hit(latest: list[Any] | None, window: list[list[Any]], ts: float, vie
     )
 
 
-def add_id(ids: list[list[Any]], ts: float, event_id: str) -> bool:
-    """Insert (ts, id) in time order; False if the id is already there (a redelivery)."""
+def add_id(ids: list[list[Any]], ts: float, event_id: str) -> list[list[Any]] | None:
+    """``ids`` with [ts, id] added in time order (the newest ``MAX_IDS``), or None if the id is
+    already there (a redelivery). A new list of the exact size: an insert into an empty list
+    reserves four slots, and most keys hold one event."""
     for _, known in ids:
         if known == event_id:
-            return False
-    bisect.insort(ids, [ts, event_id])
-    if len(ids) > MAX_IDS:
-        del ids[0]
-    return True
+            return None
+    pos = bisect.bisect_right(ids, [ts, event_id])
+    out = ids[:pos] + [[ts, event_id]] + ids[pos:]  # noqa: RUF005  (unpacking leaves spare slots)
+    return out[-MAX_IDS:] if len(out) > MAX_IDS else out
 
 
 @register
@@ -175,8 +176,10 @@ class ThresholdRule(Windowed):
         else:
             amount = 1.0
         state = [[], [], None, None] if state is None else _read(state)
-        if not add_id(state[1], ts, view["event_id"]):
+        ids = add_id(state[1], ts, view["event_id"])
+        if ids is None:
             return state, []
+        state[1] = ids
         if state[2] is None or ts >= state[2]:  # as ``remember_latest``
             state[2], state[3] = ts, hold(view)
         buckets: list[list[float]] = state[0]
@@ -186,7 +189,7 @@ class ThresholdRule(Windowed):
             buckets[pos][1] += amount
             buckets[pos][2] += 1
         else:
-            buckets.insert(pos, [start, amount, 1])
+            state[0] = buckets = buckets[:pos] + [[start, amount, 1]] + buckets[pos:]  # noqa: RUF005  (as add_id)
         best_end, total, count = self._best_window(buckets, pos)
         if not self.reached(total):
             return state, []
