@@ -190,16 +190,10 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
 
     @app.timer(interval=settings.tick_seconds)
     async def tick() -> None:
-        work = router.tick()
-        if app.rebalancing or not app.flow_control.is_active():
-            # Timers run on during a rebalance, streams do not: a local tick now could fire timers
-            # on a table partition still being recovered. A tick is a report of event times, so
-            # the next one after recovery says the same; a sent tick waits in the keyed topic.
-            work = [item for item in work if isinstance(item, Outgoing)]
-        async with batch_lock:
-            alerts: list[Alert] = []
-            await dispatch(work, alerts)
-            await finish(alerts)
+        # Through the keyed topic even for the partitions evaluated in place (``Router``'s docstring
+        # says why); sent ticks are only applied by ``evaluate``, so never during a recovery.
+        for record in router.tick():
+            await send(record)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any = None, **kwargs: Any) -> None:
