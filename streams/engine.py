@@ -125,6 +125,7 @@ class Shard:
         self.sources: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
+        self._peak = 0  # the most timers held at once since the last ``release``
 
     def observe(self, source: str, ts: float) -> None:
         if ts > self.sources.get(source, float("-inf")):
@@ -154,6 +155,8 @@ class Shard:
             self.schedule(key, engine.deadline(open_record(record)))
 
     def due(self, watermark: float) -> list[str]:
+        if len(self._scheduled) > self._peak:
+            self._peak = len(self._scheduled)
         keys = []
         while self._heap and self._heap[0][0] <= watermark:
             when, key = heapq.heappop(self._heap)
@@ -161,6 +164,22 @@ class Shard:
                 del self._scheduled[key]
                 keys.append(key)
         return keys
+
+    def release(self) -> None:
+        """Give back the memory of a burst whose windows have expired. A dict keeps the size of its
+        peak when keys are deleted (CPython shrinks one only once later inserts run out of room), so
+        after a quiet spell the timer index, and the store when it is a plain dict, would hold on to
+        it: both are copied once the timers fall to an eighth of their peak (an O(n) copy, at most
+        once per eightfold shrink). A Faust table's storage is its own and stays as it is."""
+        count = len(self._scheduled)
+        if self._peak < 65536 or count * 8 > self._peak:
+            return
+        self._scheduled = dict(self._scheduled)
+        if type(self.store) is dict:
+            kept = dict(self.store)
+            self.store.clear()  # in place: whoever holds the store keeps the same object
+            self.store.update(kept)
+        self._peak = count
 
     @property
     def timers(self) -> int:
@@ -368,6 +387,7 @@ class Engine:
                 shard.schedule(key, next_due if next_due != float("inf") else None)
             elif key in shard.store:
                 del shard.store[key]
+        shard.release()
         return alerts
 
     def deadline(self, record: dict[str, Any]) -> float | None:

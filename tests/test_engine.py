@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -589,3 +590,24 @@ def test_state_saved_by_the_previous_version_is_read(cut_after: str, written_gro
     for raw in log[cut + 1 :]:
         got.extend(after.process(shard, decoded(raw)))
     assert [a.to_json() for a in got] == [a.to_json() for a in want]
+
+
+def test_a_shard_gives_back_the_memory_of_an_expired_burst() -> None:
+    """Dicts keep their peak size when keys are deleted: once a burst's timers have fired and its
+    keys are gone, ``release`` copies the timer index and a plain-dict store down to their size,
+    keeping the store object and what is left in it."""
+    shard = Shard()
+    store = shard.store
+    for n in range(70_000):
+        store[f"actor.id=a{n}"] = [n]
+        shard.schedule(f"actor.id=a{n}", float(n))
+    store["kept"] = ["state"]
+    shard.schedule("kept", 1e12)
+    peak_store, peak_timers = sys.getsizeof(store), sys.getsizeof(shard._scheduled)
+    for key in shard.due(1e9):
+        del store[key]
+    assert sys.getsizeof(store) == peak_store  # what CPython does without help
+    shard.release()
+    assert shard.store is store and store == {"kept": ["state"]} and shard.timers == 1
+    assert sys.getsizeof(store) < peak_store / 100 and sys.getsizeof(shard._scheduled) < peak_timers / 100
+    assert shard.due(1e13) == ["kept"]
