@@ -148,8 +148,8 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
             value = None if change.value is None else codecs.dumps(TABLE_SERIALIZER, change.value)
             await produce(name, key, value, change.partition)
 
-    # One batch at a time, whichever agent (or the tick timer) runs it: both change the state, and a
-    # batch's changes must all be in the producer before its offsets are acked. Unlocked, ``evaluate``
+    # One batch at a time, whichever agent runs it: both change the state, and a batch's changes
+    # must all be in the producer before its offsets are acked. Unlocked, ``evaluate``
     # could flush (and still be sending) a key that ``route`` changed, while ``route`` moved on and
     # acked the input records behind it.
     batch_lock = asyncio.Lock()

@@ -377,12 +377,12 @@ def group_parts(state: State) -> tuple[list[str], list[list[Any]], list[list[Any
     return state[0], firsts, pending
 
 
+GROUP_PREFIX = "pairs:"
+
+
 def is_group_id(unit_id: str) -> bool:
     """Whether state saved under this id is a group's: rule ids cannot hold the colon."""
     return unit_id.startswith(GROUP_PREFIX)
-
-
-GROUP_PREFIX = "pairs:"
 
 
 def group_id(rule: SequenceRule) -> str:
