@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 BATCH = 1000  # records per batch at most, in each agent
 BATCH_WITHIN = 0.02  # seconds a batch waits to fill: at a trickle, each agent adds this much latency
 RecordHeaders = list[tuple[str, bytes]]
+CENSUS_SHARE = 0.02  # the most of the worker's time that counting its state for the metrics may take
 TABLE_SERIALIZER = "json"  # Faust's for a table without key or value types: its changelog's format
 
 
@@ -210,10 +212,16 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
             router.evaluate_locally(keyed)
             log.info("evaluating %d of %d keyed partitions in place", len(keyed), partitions)
 
+    census_due = 0.0  # monotonic time of the next count of the state (``Evaluator.census``)
+
     @app.timer(interval=5.0)
     async def sample_health() -> None:
         """Consumer lag and commit progress from the offsets Faust already tracks (fetch high
-        watermarks, not ListOffsets: Tansu under-reports the latter), and state size."""
+        watermarks, not ListOffsets: Tansu under-reports the latter), and state size.
+
+        The state is counted in slices, letting the agents run between them, and no more often than
+        keeps its cost under ``CENSUS_SHARE`` of the worker's time: a million keys take seconds."""
+        nonlocal census_due
         consumer = app.consumer
         end: dict[str, int] = {}
         committed: dict[str, int] = {}
@@ -227,7 +235,18 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
             end[tp.topic] = end.get(tp.topic, 0) + (high or 0)
             committed[tp.topic] = committed.get(tp.topic, 0) + (done or 0)
         health.record_offsets(end, committed)
-        health.state_keys, health.timers = evaluator.state_keys()
+        started = time.monotonic()
+        if started >= census_due:
+            busy = 0.0
+            slices = evaluator.census()
+            while True:
+                before = time.perf_counter()
+                done = next(slices, True)
+                busy += time.perf_counter() - before
+                if done:
+                    break
+                await asyncio.sleep(0)
+            census_due = started + busy / CENSUS_SHARE
 
     @app.service
     class SinkService(mode.Service):

@@ -170,6 +170,9 @@ class Router:
         return [Outgoing(self.keyed_topic, b"", None, p, None, hdrs) for p in range(self.partitions)]
 
 
+CENSUS_STEP = 4096  # keys counted between two yields of ``Evaluator.census``
+
+
 class PartitionStore(MutableMapping[str, Any]):
     """A view of the state store holding only one keyed partition's keys (the store holds all the
     partitions assigned to this worker).
@@ -332,12 +335,28 @@ class Evaluator:
             keys.clear()
         return changes
 
-    def state_keys(self) -> tuple[dict[str, int], int]:
-        """Keys holding state per rule, and pending timers, over this worker's partitions."""
+    def census(self, step: int = CENSUS_STEP) -> Iterator[None]:
+        """Count the keys holding state per rule, and the pending timers, over this worker's
+        partitions (those with a shard), into ``health.state_keys`` and ``health.timers``.
+
+        A generator that yields after each ``step`` keys, so that the caller can let the agents run
+        between slices: one walk of a million keys takes seconds. The keys are those of the store
+        when the walk starts; a key deleted meanwhile is skipped, so the counts are approximate
+        while events arrive, as a gauge is.
+        """
+        owned = set(self.shards)
+        keys = list(self.store.keys())
+        mine = len(owned) < self.partitions  # else every key of the store is on an owned partition
         sizes: Counter[str] = Counter()
-        for shard in self.shards.values():
-            sizes.update(self.engine.state_size(shard))
-        return dict(sizes), sum(shard.timers for shard in self.shards.values())
+        for start in range(0, len(keys), step):
+            chunk = keys[start : start + step]
+            if mine:
+                chunk = [key for key in chunk if partition_of(key, self.partitions) in owned]
+            get = self.store.get
+            sizes.update(self.engine.count_state(get(key) for key in chunk if not key.startswith(WATERMARK_KEY)))
+            yield
+        self.health.state_keys = dict(sizes)
+        self.health.timers = sum(shard.timers for shard in self.shards.values())
 
 
 def header_event_id(headers: Any) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 from streams.backtest import run_backtest
 from streams.config import load_rules
 from streams.decode import Limits
-from streams.engine import Engine
+from streams.engine import Engine, open_record
 from streams.pipeline import Change, Evaluator, Outgoing, Router
 from streams.topology import WATERMARK_KEY, partition_of
 
@@ -176,3 +176,50 @@ def test_one_worker_owning_every_partition_sends_only_ticks_through_the_keyed_to
     assert local_ids == remote_ids and local_ids
     assert local_store == remote_store
     assert local_records == 0 < remote_records
+
+
+# -- the state census behind ``modwatch_state_keys``: counted in slices ------------------------------
+
+
+def _reference_count(engine: Engine, records: list[Any]) -> Counter[str]:
+    """Keys holding state per rule, by opening each record (the definition the census must keep)."""
+    sizes: Counter[str] = Counter()
+    for stored in records:
+        holders: set[str] = set()
+        for rule_id in open_record(stored):
+            unit = engine.by_id.get(rule_id)
+            holders.update(getattr(unit, "member_ids", None) or (rule_id,))
+        sizes.update(holders)
+    return sizes
+
+
+def test_the_state_census_counts_only_owned_partitions_in_slices() -> None:
+    """A worker owning two of four keyed partitions counts the keys of those two only (the store
+    also holds the others', as standby replicas put them there), in slices of ``step`` keys, and
+    gets what opening every record gives; a key deleted during the walk is skipped."""
+    engine = Engine(load_rules(REPO / "config"))
+    router = Router(engine, "keyed", "dead", 4, Limits())
+    store: dict[str, Any] = {}
+    evaluator = Evaluator(engine, store, 4)
+    evaluator.expect({"in:0"})
+    for offset, line in enumerate(EXAMPLE.read_text().splitlines()):
+        for record in router.on_record("in", 0, offset, None, line.encode()):
+            evaluator.on_record(record.partition or 0, record.value, record.headers)
+    store["legacy"] = {"rapid_takedown": [None, None]}  # a record saved before the flat format, on partition 0
+    evaluator.reset()
+    owned = {partition_of("legacy", 4), (partition_of("legacy", 4) + 1) % 4}
+    for partition in owned:
+        evaluator.shard(partition)
+    mine = [v for k, v in store.items() if not k.startswith(WATERMARK_KEY) and partition_of(k, 4) in owned]
+    assert len(mine) < len(store) - 1, "the example log must put keys on the partitions not owned"
+
+    slices = evaluator.census(step=10)
+    next(slices)
+    gone = next(k for k in reversed(list(store)) if partition_of(k, 4) in owned and not k.startswith(WATERMARK_KEY))
+    expected = _reference_count(engine, [v for v in mine if v is not store[gone]])
+    del store[gone]
+    rest = sum(1 for _ in slices)
+    assert rest >= len(store) // 10 - 1
+    assert evaluator.health.state_keys == dict(expected)
+    assert evaluator.health.state_keys["rapid_takedown"] >= 1
+    assert evaluator.health.timers == sum(evaluator.shard(p).timers for p in owned)

@@ -63,6 +63,9 @@ def test_kill_9_mid_replay_loses_nothing_and_repeats_keep_their_ids(broker, uniq
         records = read_topic(broker.bootstrap, f"{unique_prefix}.alerts",
                              until=lambda r: Published.of(r).ids >= set(expected), timeout=120)  # fmt: skip
         assert second.alive(), second.log_tail()
+        # The recovered state is counted for the metrics (``Evaluator.census``, in slices).
+        wait_until(lambda: total(scrape(metrics_port(second)), "modwatch_state_keys") > 0, 30,
+                   "modwatch_state_keys to count the recovered state", diagnostics=second.log_tail)  # fmt: skip
     finally:
         first.kill()
         second.stop()
