@@ -33,6 +33,7 @@ BATCH = 1000  # records per batch at most, in each agent
 BATCH_WITHIN = 0.02  # seconds a batch waits to fill: at a trickle, each agent adds this much latency
 RecordHeaders = list[tuple[str, bytes]]
 CENSUS_SHARE = 0.02  # the most of the worker's time that counting its state for the metrics may take
+RECORD_OVERHEAD = 1024  # bytes of a changelog record besides its key and value (headers, batch framing)
 TABLE_SERIALIZER = "json"  # Faust's for a table without key or value types: its changelog's format
 
 
@@ -143,11 +144,21 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
 
     async def log_changes(changes: list[Change]) -> None:
         """Each changed key's value to its changelog partition, serialised as the table would
-        (a deleted key is a tombstone, as Faust's own ``del table[key]`` sends)."""
+        (a deleted key is a tombstone, as Faust's own ``del table[key]`` sends).
+
+        A value the producer would refuse (over its record size) is not sent but logged and counted:
+        the send would fail, and the failure would stop the agent, so that the worker evaluated
+        nothing more. The rules bound their state per key; this is for a state no bound caught."""
         name = changelog.get_topic_name()
+        limit = app.conf.producer_max_request_size - RECORD_OVERHEAD
         for change in changes:
             key = codecs.dumps(TABLE_SERIALIZER, change.key)
             value = None if change.value is None else codecs.dumps(TABLE_SERIALIZER, change.value)
+            if value is not None and len(key) + len(value) > limit:
+                health.unlogged_states += 1
+                log.error("state of key %r is %d bytes, over the %d a changelog record may hold: not logged "
+                          "(a restart recovers its previous value)", change.key[:200], len(value), limit)  # fmt: skip
+                continue
             await produce(name, key, value, change.partition)
 
     # One batch at a time, whichever agent runs it: both change the state, and a batch's changes

@@ -50,6 +50,7 @@ class Health:
     state_keys: dict[str, int] = field(default_factory=dict)  # rule -> keys holding state
     sinks: list[str] = field(default_factory=list)  # names of the configured sinks
     timers: int = 0
+    unlogged_states: int = 0  # changed keys whose value was too big for a changelog record
 
     def record_offsets(self, end: dict[str, int], committed: dict[str, int]) -> None:
         if committed != self.committed:
@@ -139,6 +140,9 @@ class ModwatchCollector(Collector):
                        stats.suppressed.items())  # fmt: skip
         yield _counter("modwatch_rule_errors", "Rule evaluation errors (the event went on to other rules)", ["rule"],
                        stats.rule_errors.items())  # fmt: skip
+        dropped = [((unit.id,), unit.held_dropped) for unit in self.engine.units if hasattr(unit, "held_dropped")]
+        yield _counter("modwatch_held_events_dropped", "Events a sequence rule (or a group of them, by its id) "
+                       "stopped holding for a key holding its maximum (the oldest go)", ["rule"], dropped)  # fmt: skip
         if not self.live:
             return
         yield _gauge("modwatch_up", "1 while the worker runs", [], [((), 1.0)])
@@ -159,6 +163,9 @@ class ModwatchCollector(Collector):
         yield _gauge("modwatch_state_keys", "Keys holding state, per rule (counted every 5 s, less often when "
                      "counting would take over 2% of the worker's time)", ["rule"],
                      health.state_keys.items())  # fmt: skip
+        yield _counter("modwatch_state_unlogged", "Changed keys not written to the changelog: the value was over "
+                       "the producer's record size (a restart recovers the key's previous value)", [],
+                       [((), health.unlogged_states)])  # fmt: skip
         yield _gauge("modwatch_timers", "Keys with a pending event-time deadline", [], [((), health.timers)])
         yield _counter("modwatch_sink_failures", "Alert deliveries that failed, by sink", ["sink"],
                        health.sink_failures.items())  # fmt: skip

@@ -18,7 +18,7 @@ from streams.alerts import Alert
 from streams.config import RuleSet, load_rules
 from streams.decode import Decoded, decode
 from streams.engine import Engine, Shard, open_record
-from streams.rules.sequence import SequenceGroup, group_parts
+from streams.rules.sequence import MAX_HELD, SequenceGroup, group_parts
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 T0 = 1_590_969_600.0  # 2020-06-01T00:00:00Z
@@ -611,3 +611,39 @@ def test_a_shard_gives_back_the_memory_of_an_expired_burst() -> None:
     assert shard.store is store and store == {"kept": ["state"]} and shard.timers == 1
     assert sys.getsizeof(store) < peak_store / 100 and sys.getsizeof(shard._scheduled) < peak_timers / 100
     assert shard.due(1e13) == ["kept"]
+
+
+def test_a_busy_key_holds_at_most_max_held_pending_events() -> None:
+    """A dataset exported every second (an ETL job) is a target key whose exports wait, pending, for
+    a request that may arrive late. Held without a bound they outgrew a changelog record; the newest
+    ``MAX_HELD`` stay, the drops are counted, and a late request still pairs with those that stay."""
+    dataset = {"kind": "dataset", "id": "qos_telemetry", "region": "US"}
+    etl = {"id": "sys-etl-06", "kind": "system", "region": "US"}
+    extra = 50
+    warehouse = {"kind": "internal", "name": "warehouse", "region": "US"}
+    exports = [
+        ev("data.export", f"x-{n}", 10 * DAY + n, etl, ticket_id=f"TSK-{n}", target=dataset, record_count=10,
+           fields=["meeting_id"], subject_regions={}, destination=warehouse)
+        for n in range(MAX_HELD + extra)
+    ]  # fmt: skip
+    request = ev("request.received", "rq-late", 10 * DAY + 20, staff(2), request_id="R-9", requester=MSS,
+                 request_kind="user_data", targets=[dataset], confidential=True)  # fmt: skip
+    for grouped in (True, False):
+        engine = Engine(default_rules(), group_pairs=grouped)
+        shard, _ = _feed_engine(engine, exports)
+        holders = [u for u in engine.units if hasattr(u, "held_dropped")]
+        record = open_record(shard.store["target=qos_telemetry"])
+        if grouped:
+            (group,) = holders
+            _, firsts, pending = group_parts(record[group.id][0])
+            assert (len(firsts), len(pending)) == (0, MAX_HELD)
+            assert [b[1] for b in pending] == [f"x-{n}" for n in range(extra, MAX_HELD + extra)]  # the newest
+            assert group.held_dropped == extra
+        else:
+            for rule in holders:
+                if rule.id in record:
+                    assert len(record[rule.id][0]["b"]) == MAX_HELD
+            assert sum(rule.held_dropped for rule in holders) >= extra
+        engine.process(shard, decoded(request))  # 20 s after the first export: late, within the lateness
+        latency = sum(sum(h.counts) for h in engine.stats.request_latency.values())
+        assert latency == MAX_HELD, grouped  # paired with the held exports, not the 30 dropped after it

@@ -20,6 +20,13 @@ from .base import Held, Hit, Rule, RuleConfig, Selector, State, compact, describ
 from .duration import Duration, format_duration
 from .predicate import Context, Predicate, compile_path, compile_predicate
 
+# Held events per key and side (first events, and pending ones waiting for a late first): the
+# newest this many by event time. A dataset that ETL jobs export several times a second is a target
+# key; unbounded, its pending exports within the allowed lateness (300 s) grew past the 1 MB a
+# changelog record may hold at 2,000 events/s, and the worker's agent stopped on the failed write.
+# A pending event only matters if its first arrives late, so the oldest go first.
+MAX_HELD = 100
+
 
 class JoinKey(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -118,6 +125,7 @@ class SequenceRule(Paired):
         super().__init__(config, lists)
         self.scfg = config
         self.pair_test = compile_predicate(config.where, lists)
+        self.held_dropped = 0  # held events dropped for ``MAX_HELD`` (a metric)
 
     def apply(self, state: State, view: dict[str, Any], ts: float, side: str) -> tuple[State, list[Hit]]:
         if state is None:
@@ -128,6 +136,10 @@ class SequenceRule(Paired):
             if entry[1] == event_id:
                 return state, []
         mine.append([ts, event_id, hold(view)])
+        if len(mine) > MAX_HELD:
+            mine.sort(key=lambda entry: entry[0])
+            self.held_dropped += len(mine) - MAX_HELD
+            del mine[: len(mine) - MAX_HELD]
         within = self.scfg.within
         hits = []
         if side == "then":
@@ -213,6 +225,7 @@ class SequenceGroup(Rule):
         # and logs it as that rule's error); the other members go on. Without it, errors propagate.
         self.on_error: Callable[[Rule, dict[str, Any]], None] | None = None
         self.masks = {side: mask for mask, side in self.then_sides.items()}
+        self.held_dropped = 0  # held events dropped for ``MAX_HELD`` (a metric)
 
     @property
     def window(self) -> float:
@@ -263,7 +276,19 @@ class SequenceGroup(Rule):
                     self._pairs(hits, mask, a_ts, a_id, a_view, ts, event_id, view)
         # Concatenation makes a list of the exact size; an append or ``[*state, ...]`` would leave
         # spare slots in every key's state.
-        return state + [ts, event_id, hold(view), mask], hits  # noqa: RUF005
+        state = state + [ts, event_id, hold(view), mask]  # noqa: RUF005
+        if len(state) > 1 + 4 * MAX_HELD:  # cheap test first: most keys hold a few events
+            state = self._bounded(state, pending=mask != 0)
+        return state, hits
+
+    def _bounded(self, state: list[Any], pending: bool) -> list[Any]:
+        """``state`` keeping the newest ``MAX_HELD`` held events of one side (first or pending)."""
+        side = sorted((state[i], i) for i in range(1, len(state), 4) if bool(state[i + 3]) == pending)
+        if len(side) <= MAX_HELD:
+            return state
+        drop = {i for _, i in side[: len(side) - MAX_HELD]}
+        self.held_dropped += len(drop)
+        return [state[0]] + [v for i in range(1, len(state), 4) if i not in drop for v in state[i : i + 4]]
 
     def _pairs(self, hits: list[Hit], mask: int, a_ts: float, a_id: str, a_view: Held,
                b_ts: float, b_id: str, b_view: Held) -> None:  # fmt: skip
