@@ -23,7 +23,7 @@ from .config import RuleSet
 from .decode import Limits
 from .engine import Engine
 from .metrics import Health
-from .pipeline import Change, Evaluator, Outgoing, Router, Work
+from .pipeline import Change, Evaluator, Outgoing, Router, Work, changelog_records
 from .settings import Settings
 from .sinks import SinkSet
 
@@ -142,24 +142,17 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
             )  # fmt: skip
             sinks.deliver(alert)
 
+    def table_dumps(obj: Any) -> bytes:
+        return codecs.dumps(TABLE_SERIALIZER, obj)
+
     async def log_changes(changes: list[Change]) -> None:
         """Each changed key's value to its changelog partition, serialised as the table would
-        (a deleted key is a tombstone, as Faust's own ``del table[key]`` sends).
-
-        A value the producer would refuse (over its record size) is not sent but logged and counted:
-        the send would fail, and the failure would stop the agent, so that the worker evaluated
-        nothing more. The rules bound their state per key; this is for a state no bound caught."""
+        (a deleted key is a tombstone, as Faust's own ``del table[key]`` sends); a value over the
+        producer's record size is left out (``changelog_records`` says why)."""
         name = changelog.get_topic_name()
         limit = app.conf.producer_max_request_size - RECORD_OVERHEAD
-        for change in changes:
-            key = codecs.dumps(TABLE_SERIALIZER, change.key)
-            value = None if change.value is None else codecs.dumps(TABLE_SERIALIZER, change.value)
-            if value is not None and len(key) + len(value) > limit:
-                health.unlogged_states += 1
-                log.error("state of key %r is %d bytes, over the %d a changelog record may hold: not logged "
-                          "(a restart recovers its previous value)", change.key[:200], len(value), limit)  # fmt: skip
-                continue
-            await produce(name, key, value, change.partition)
+        for key, value, partition in changelog_records(changes, table_dumps, limit, health):
+            await produce(name, key, value, partition)
 
     # One batch at a time, whichever agent runs it: both change the state, and a batch's changes
     # must all be in the producer before its offsets are acked. Unlocked, ``evaluate``

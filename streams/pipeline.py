@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -357,6 +357,28 @@ class Evaluator:
             yield
         self.health.state_keys = dict(sizes)
         self.health.timers = sum(shard.timers for shard in self.shards.values())
+
+
+def changelog_records(changes: list[Change], dumps: Callable[[Any], bytes], limit: int,
+                      health: Health) -> Iterator[tuple[bytes, bytes | None, int]]:  # fmt: skip
+    """(key, value, partition) of each change serialised with ``dumps``; None is a tombstone.
+
+    A change whose key and value pass ``limit`` bytes is left out, logged and counted
+    (``health.unlogged_states``): the producer would refuse it, and the failed send would stop the
+    agent, so that the worker evaluated nothing more. The rules bound their state per key; this is
+    for a state no bound caught. A restart recovers that key's previous value."""
+    for change in changes:
+        key = dumps(change.key)
+        if change.value is None:
+            yield key, None, change.partition
+            continue
+        value = dumps(change.value)
+        if len(key) + len(value) > limit:
+            health.unlogged_states += 1
+            log.error("state of key %r is %d bytes, over the %d a changelog record may hold: not logged "
+                      "(a restart recovers its previous value)", change.key[:200], len(value), limit)  # fmt: skip
+            continue
+        yield key, value, change.partition
 
 
 def header_event_id(headers: Any) -> str | None:

@@ -13,7 +13,8 @@ from streams.backtest import run_backtest
 from streams.config import load_rules
 from streams.decode import Limits
 from streams.engine import Engine, open_record
-from streams.pipeline import Change, Evaluator, Outgoing, Router
+from streams.metrics import Health
+from streams.pipeline import Change, Evaluator, Outgoing, Router, changelog_records
 from streams.topology import WATERMARK_KEY, partition_of
 
 from .worker_harness import REPO
@@ -223,3 +224,13 @@ def test_the_state_census_counts_only_owned_partitions_in_slices() -> None:
     assert evaluator.health.state_keys == dict(expected)
     assert evaluator.health.state_keys["rapid_takedown"] >= 1
     assert evaluator.health.timers == sum(evaluator.shard(p).timers for p in owned)
+
+
+def test_a_change_too_big_for_a_changelog_record_is_counted_not_sent() -> None:
+    """The producer refuses a record over its size, and the failed send stopped the agent: such a
+    change is left out (and counted), the others and the tombstones go on."""
+    health = Health()
+    changes = [Change(0, "small", [1, 2]), Change(1, "big", ["x" * 500]), Change(0, "gone", None)]
+    records = list(changelog_records(changes, lambda obj: json.dumps(obj).encode(), 100, health))
+    assert records == [(b'"small"', b"[1, 2]", 0), (b'"gone"', None, 0)]
+    assert health.unlogged_states == 1
