@@ -236,35 +236,38 @@ def _parse_ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _watch(bootstrap: str, alerts: str, inputs: str, ready: Any, stop: Any, out: Any) -> None:
-    """Child process: read the alerts topic and the input topic, noting the wall time at which each
-    takedown id shows up on each. A process of its own, so that it does not queue for the GIL
-    behind the producing loop (in a thread it fell seconds behind on a busy machine)."""
+def _watch(bootstrap: str, topic: str, alerts: bool, ready: Any, stop: Any, out: Any) -> None:
+    """Child process: read one topic, noting the wall time at which each takedown id shows up (in an
+    alert's event ids, or in an echo record's headers). A process per topic: in a thread it fell
+    seconds behind the producing loop on a busy machine. The baseline once read the whole input
+    topic back, in the same consumer as the alerts: the alerts waited behind its fetches (p99 2-3 s
+    at 250 events/s, where a watcher of their own saw 136 ms), and at 2,000 events/s it took a third
+    of a core from the worker."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              fetch_max_wait_ms=5, auto_offset_reset="earliest")  # fmt: skip
-    tps = [TopicPartition(alerts, 0), TopicPartition(inputs, 0)]
-    consumer.assign(tps)
-    consumer.seek_to_end(tps[1])
-    consumer.position(tps[1])  # resolve the end now, before anything is timed
-    alerted: dict[str, float] = {}  # takedown event id -> wall time its alert was read
-    echoed: dict[str, float] = {}  # takedown event id -> wall time it was read back from input
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    if not alerts:
+        consumer.seek_to_end(tp)
+        consumer.position(tp)  # resolve the end now, before anything is timed
+    seen: dict[str, float] = {}  # takedown event id -> wall time it was read
     ready.set()
     try:
         while not stop.is_set():
             batch = consumer.poll(timeout_ms=20)
             now = time.time()
-            for tp, records in batch.items():
+            for records in batch.values():
                 for record in records:
-                    if tp.topic == alerts:
+                    if alerts:
                         for event_id in json.loads(record.value).get("event_ids", []):
                             if event_id.startswith("bench-td-"):
-                                alerted.setdefault(event_id, now)
+                                seen.setdefault(event_id, now)
                     else:
                         for key, value in record.headers or []:
                             if key == "event_id" and value.startswith(b"bench-td-"):
-                                echoed.setdefault(value.decode(), now)
+                                seen.setdefault(value.decode(), now)
     finally:
-        out.put((alerted, echoed))
+        out.put(seen)
         consumer.close()
 
 
@@ -282,12 +285,28 @@ def _percentiles(values: list[float], missing: int = 0) -> dict[str, float | Non
     return {"p50_ms": rank(0.50), "p99_ms": rank(0.99), "max_ms": rank(1.0)}
 
 
+def _slowest(sent_at: dict[str, float], alerted: dict[str, float], echoed: dict[str, float],
+             stored_at: dict[str, float], count: int = 5) -> list[dict[str, Any]]:  # fmt: skip
+    """The slowest pairs: when each was sent (s after the first timed send), and how long its takedown
+    took to be acknowledged by the broker, to be read back from the echo topic, and to be alerted on.
+    A stall the echo topic shares is the producer's, the broker's or the machine's, not the worker's."""
+    first = min(sent_at.values(), default=0.0)
+
+    def ms(at: dict[str, float], key: str) -> float | None:
+        return round((at[key] - sent_at[key]) * 1000, 1) if key in at else None
+
+    keys = sorted(sent_at, key=lambda k: alerted.get(k, float("inf")) - sent_at[k], reverse=True)[:count]
+    return [{"pair": k, "sent_s": round(sent_at[k] - first, 2), "broker_ack_ms": ms(stored_at, k),
+             "transport_ms": ms(echoed, k), "detection_ms": ms(alerted, k)} for k in keys]  # fmt: skip
+
+
 def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wait: float = 20.0,
             faust: dict[str, Any] | None = None, variant: str = "as shipped",
             warmup: float = 10.0) -> dict[str, Any]:  # fmt: skip
     """Produce a generated background stream at ``rate`` events/s with a rapid_takedown pair every
     ``every`` s; time from producing each takedown to its alert on the alerts topic, and, as the
-    transport's baseline, to reading the takedown back from the input topic. The first ``warmup`` s
+    transport's baseline, to reading back a copy of it produced with it to an echo topic of its own
+    (a broker's produce-to-fetch time, without reading the whole stream back). The first ``warmup`` s
     of background carry no pairs (the worker settles after its start). Alerts still missing ``wait``
     s after the last send count as slower than every other."""
     background = int(rate * (seconds + warmup)) + 1000
@@ -295,16 +314,20 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
                       events_per_day=rate * 86400)  # fmt: skip
     with EmbeddedBroker() as broker:
         topic, app_id = "lat.events", f"lat{int(rate)}-{len(list(workdir.glob('lat*-worker.log')))}"
-        create_topics(broker.bootstrap, {topic: 1})
+        echo = f"{topic}.echo"
+        create_topics(broker.bootstrap, {topic: 1, echo: 1})
         worker = Proc(WORKER, app_env(broker.bootstrap, app_id, topic, workdir, 1, "uvloop", faust or {}),
                       workdir / f"{app_id}-worker.log")  # fmt: skip
         # 5 ms of linger, as a real producer would: one batch per record made Tansu's fetches slower
         # as the topic grew (the watcher fell further and further behind the input topic).
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5, acks=1)
         ctx = multiprocessing.get_context("spawn")
-        ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
-        watcher = ctx.Process(target=_watch, args=(broker.bootstrap, f"{app_id}.alerts", topic, ready, stop, out),
-                              daemon=True)  # fmt: skip
+        stop = ctx.Event()
+        watchers = []  # (process, ready, out): the alerts topic's, then the echo topic's
+        for name in (f"{app_id}.alerts", echo):
+            ready, out = ctx.Event(), ctx.Queue()
+            args = (broker.bootstrap, name, name != echo, ready, stop, out)
+            watchers.append((ctx.Process(target=_watch, args=args, daemon=True), ready, out))
         alerted: dict[str, float] = {}
         echoed: dict[str, float] = {}
         try:
@@ -314,10 +337,12 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
             producer.send(topic, json.dumps(first).encode(), headers=[("event_id", first["event_id"].encode())])
             producer.flush()
             wait_processed(worker, 1, timeout=120)
-            watcher.start()
-            if not ready.wait(60):
-                raise RuntimeError("latency: the watcher process did not start")
+            for proc, _, _ in watchers:
+                proc.start()
+            if not all(ready.wait(60) for _, ready, _ in watchers):
+                raise RuntimeError("latency: a watcher process did not start")
             sent_at: dict[str, float] = {}
+            stored_at: dict[str, float] = {}
             log(f"latency: {rate:,.0f} events/s for {seconds:g} s, a rapid_takedown pair every {every:g} s")
             started = time.perf_counter()
             sent, pairs, next_pair = 0, 0, started + warmup
@@ -335,14 +360,18 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
                     request, takedown = _pair(pairs, _parse_ts(event["occurred_at"]))
                     for item in (request, takedown):
                         headers = [("event_id", item["event_id"].encode())]
-                        producer.send(topic, json.dumps(item).encode(), headers=headers)
+                        future = producer.send(topic, json.dumps(item).encode(), headers=headers)
+                    producer.send(echo, b"", headers=headers)
                     sent_at[takedown["event_id"]] = time.time()  # wall time: compared in another process
+                    # When the broker acknowledged the takedown (the producer's I/O thread runs this):
+                    # the time the producer client held it before is the load generator's, not the worker's.
+                    future.add_callback(lambda _md, k=takedown["event_id"]: stored_at.setdefault(k, time.time()))
                     sent += 2
                     pairs += 1
                     next_pair += every
             elapsed = time.perf_counter() - started
             producer.flush()
-            # Give the worker ``wait`` s to catch up; the watcher keeps reading meanwhile.
+            # Give the worker ``wait`` s to catch up; the watchers keep reading meanwhile.
             deadline = time.perf_counter() + wait
             while time.perf_counter() < deadline:
                 if (worker.processed() or 0.0) >= sent + 1:
@@ -353,13 +382,14 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
             alive = worker.alive()
         finally:
             producer.close()
-            if watcher.is_alive():
-                stop.set()
-                alerted, echoed = out.get(timeout=30)
-                watcher.join(10)
+            stop.set()
+            alerted, echoed = (out.get(timeout=30) if proc.is_alive() else {} for proc, _, out in watchers)
+            for proc, _, _ in watchers:
+                proc.join(10)
             worker.stop()
     detection = [alerted[k] - t for k, t in sent_at.items() if k in alerted]
     transport = [echoed[k] - t for k, t in sent_at.items() if k in echoed]
+    stored = [alerted[k] - t for k, t in stored_at.items() if k in alerted]
     det = _percentiles(detection, len(sent_at) - len(detection))
     base = _percentiles(transport, len(sent_at) - len(transport))
     p99 = det["p99_ms"]
@@ -377,6 +407,8 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
         "worker_alive": alive,
         "detection": det,
         "transport_baseline": base,
+        "detection_from_broker_ack": _percentiles(stored, len(sent_at) - len(stored)),
+        "slowest": _slowest(sent_at, alerted, echoed, stored_at),
         "ratio_p50_vs_transport": ratio(det["p50_ms"], base["p50_ms"]),
         "ratio_p99_vs_transport": ratio(p99, base["p99_ms"]),
         "goal_p99_ms": LATENCY_GOAL * 1000,
