@@ -16,7 +16,7 @@ from typing import Any
 import faust
 import mode
 from faust.serializers import codecs
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from .alerts import Alert
 from .config import RuleSet
@@ -194,11 +194,24 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
                     alerts.extend(evaluator.on_record(msg.partition, msg.value, msg.headers))
                 await finish(alerts)
 
+    def caught_up(source: str, next_offset: int | None) -> bool:
+        """Whether this worker has read every record of an input partition, as far as it knows (the
+        high watermark of its last fetch): a silent partition with records left is not idle."""
+        topic, _, partition = source.rpartition(":")
+        tp = TP(topic, int(partition))
+        try:
+            high = app.consumer.highwater(tp)
+            if next_offset is None:  # nothing read since the assignment: from the committed offset
+                next_offset = app.consumer._committed_offset.get(tp) or 0  # type: ignore[attr-defined]
+        except Exception:  # not assigned (mid-rebalance) or not running: unknown, so not idle
+            return False
+        return high is not None and next_offset >= high
+
     @app.timer(interval=settings.tick_seconds)
     async def tick() -> None:
         # Through the keyed topic even for the partitions evaluated in place (``Router``'s docstring
         # says why); sent ticks are only applied by ``evaluate``, so never during a recovery.
-        for record in router.tick():
+        for record in router.tick(caught_up):
             await send(record)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]

@@ -89,6 +89,7 @@ class Router:
         self.recent = RecentIds()
         self.sources: dict[str, float] = {}  # source -> newest event time
         self.activity: dict[str, float] = {}  # source -> wall time of its last record (or assignment)
+        self.next_offsets: dict[str, int] = {}  # source -> offset after the last record read
         self.dead: Counter[str] = self.health.dead_letters
         self.routed = 0
         self.duplicates = 0
@@ -103,6 +104,7 @@ class Router:
                   headers: Any = None) -> list[Work]:  # fmt: skip
         source = f"{topic}:{partition}"
         self.activity[source] = time.monotonic()
+        self.next_offsets[source] = offset + 1
         arrival = time.time()
         out = decode(value or b"", self.limits)
         if not isinstance(out, Decoded):
@@ -146,21 +148,31 @@ class Router:
         events are still coming). A source it gained and has not read yet is announced idle after
         ``idle_seconds`` of silence, like any other, so an empty partition does not hold the
         watermark back for ever (keyed partitions wait for every input partition: ``Evaluator.expect``).
+        Every source's silence counts from now: a rebalance pauses them all while tables recover.
         """
         now = time.monotonic()
-        for gone in (self.activity.keys() | self.sources.keys()) - sources:
+        for gone in (self.activity.keys() | self.sources.keys() | self.next_offsets.keys()) - sources:
             self.activity.pop(gone, None)
             self.sources.pop(gone, None)
+            self.next_offsets.pop(gone, None)
         for source in sources:
-            self.activity.setdefault(source, now)
+            self.activity[source] = now
 
-    def tick(self) -> list[Outgoing]:
+    def tick(self, caught_up: Callable[[str, int | None], bool] | None = None) -> list[Outgoing]:
         """Broadcast each source's event time to every keyed partition; a source silent for
-        ``idle_seconds`` is announced idle (null) so it stops holding the watermark back."""
+        ``idle_seconds`` is announced idle (null) so it stops holding the watermark back.
+
+        ``caught_up(source, next offset to read or None)`` tells whether the worker has read every
+        record the partition holds. A silent source with records left is behind, not idle (a
+        paused or recovering consumer, a slow fetch): announced idle, it would let the watermark run
+        ahead to the other sources, and its own events, arriving later, would be late and skipped
+        by the stateful rules: a window would miss them, a timer fire before them.
+        """
         now = time.monotonic()
         report: dict[str, float | None] = {}
         for source, last in self.activity.items():
-            if now - last > self.idle_seconds:
+            silent = now - last > self.idle_seconds
+            if silent and (caught_up is None or caught_up(source, self.next_offsets.get(source))):
                 report[source] = None
             elif source in self.sources:
                 report[source] = self.sources[source]

@@ -5,6 +5,7 @@ partitions and their table state — loses nothing and adds no new ids."""
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from pathlib import Path
 
@@ -185,3 +186,30 @@ def test_a_router_speaks_only_for_the_partitions_it_owns() -> None:
     assert first is not None and set(first) == {"in:1"} and first["in:1"] is not None
     wait_until(lambda: Headers.parse(router.tick()[0].headers).tick == {"in:1": None, "in:2": None}, 10,
                "both owned partitions announced idle", interval=0.05)  # fmt: skip
+
+
+def test_a_silent_partition_with_records_left_is_behind_not_idle() -> None:
+    """A partition the consumer has not read to its end (paused by a rebalance, its tables
+    recovering, a slow fetch) is not announced idle however long it is silent: idle, it would let
+    the watermark run ahead of its events, which would then be late and skipped by stateful rules."""
+    router = Router(Engine(load_rules(REPO / "config")), "keyed", "dead", 1, Limits(), idle_seconds=0.05)
+    raw = EXAMPLE.read_text().splitlines()[0].encode()
+    router.assign({"in:0", "in:1"})
+    router.on_record("in", 0, 41, None, raw)  # in:0 read up to offset 41; in:1 not read at all
+    ends = {"in:0": 50, "in:1": 7}
+    seen: list[tuple[str, int | None]] = []
+
+    def caught_up(source: str, next_offset: int | None) -> bool:
+        seen.append((source, next_offset))
+        return next_offset is not None and next_offset >= ends[source]
+
+    time.sleep(0.1)
+    report = Headers.parse(router.tick(caught_up)[0].headers).tick
+    assert report is not None and report["in:0"] is not None and "in:1" not in report  # behind: not idle
+    assert sorted(set(seen)) == [("in:0", 42), ("in:1", None)]
+    ends.update({"in:0": 42})
+    report = Headers.parse(router.tick(caught_up)[0].headers).tick
+    assert report == {"in:0": None}  # read to its end and silent: idle
+    router.assign({"in:0", "in:1"})  # a rebalance pauses every source: their silence counts from it
+    report = Headers.parse(router.tick(caught_up)[0].headers).tick
+    assert report is not None and report["in:0"] is not None
