@@ -43,10 +43,13 @@ def live_alerts(records: list[object]) -> dict[str, dict[str, object]]:
     return out
 
 
-def test_live_worker_matches_backtest(broker, unique_prefix, tmp_path):
+@pytest.mark.parametrize("local", ["false", "true"])
+def test_live_worker_matches_backtest(broker, unique_prefix, tmp_path, local):
+    """The default path (every event through the keyed topic) and evaluation in place (opt-in)."""
     expected = backtest_alerts(EXAMPLE)
     assert len(expected) > 20
-    worker = WorkerProcess(worker_env(broker.bootstrap, unique_prefix, tmp_path), tmp_path / "worker.log").start()
+    env = worker_env(broker.bootstrap, unique_prefix, tmp_path, MODWATCH_LOCAL_EVALUATION=local)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         replay_file(broker.bootstrap, unique_prefix, EXAMPLE)
         records = read_topic(broker.bootstrap, f"{unique_prefix}.alerts",
