@@ -258,9 +258,9 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
             slices = evaluator.census()
             while True:
                 before = time.perf_counter()
-                done = next(slices, True)
+                finished = next(slices, True)  # the generator yields None after each slice
                 busy += time.perf_counter() - before
-                if done:
+                if finished:
                     break
                 await asyncio.sleep(0)
             census_due = started + busy / CENSUS_SHARE

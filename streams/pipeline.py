@@ -360,11 +360,11 @@ class Evaluator:
         keys = list(self.store.keys())
         mine = len(owned) < self.partitions  # else every key of the store is on an owned partition
         sizes: Counter[str] = Counter()
+        get = self.store.get
         for start in range(0, len(keys), step):
             chunk = keys[start : start + step]
             if mine:
                 chunk = [key for key in chunk if partition_of(key, self.partitions) in owned]
-            get = self.store.get
             sizes.update(self.engine.count_state(get(key) for key in chunk if not key.startswith(WATERMARK_KEY)))
             yield
         self.health.state_keys = dict(sizes)
