@@ -77,6 +77,13 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _committed(consumer: Any, tp: TP) -> int | None:
+    """The offset Faust last committed for ``tp``: Kafka's "next to read" (last processed + 1), as a
+    high watermark is. Faust keeps it but has no public accessor."""
+    committed: int | None = consumer._committed_offset.get(tp)
+    return committed
+
+
 def _partition_count(app: faust.App, topic: str) -> int:
     """Partitions of ``topic`` in the consumer's cluster metadata (0 if unknown). Not Faust's
     ``consumer.topic_partitions``: that reads the group leader's assignment snapshot, which is empty
@@ -202,7 +209,7 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         try:
             high = app.consumer.highwater(tp)
             if next_offset is None:  # nothing read since the assignment: from the committed offset
-                next_offset = app.consumer._committed_offset.get(tp) or 0  # type: ignore[attr-defined]
+                next_offset = _committed(app.consumer, tp) or 0
         except Exception:  # not assigned (mid-rebalance) or not running: unknown, so not idle
             return False
         return high is not None and next_offset >= high
@@ -246,9 +253,8 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
             if tp.topic not in input_names:
                 continue
             high = consumer.highwater(tp)
-            # Faust keeps the offset it committed, Kafka's "next to read" (last processed + 1), like the
-            # high watermark: no +1 here (it over-counted by one per partition and hid a lag of one).
-            done = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # no public accessor
+            # Both "next to read": no +1 here (it over-counted by one per partition and hid a lag of one).
+            done = _committed(consumer, tp)
             end[tp.topic] = end.get(tp.topic, 0) + (high or 0)
             committed[tp.topic] = committed.get(tp.topic, 0) + (done or 0)
         health.record_offsets(end, committed)
