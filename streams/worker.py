@@ -120,6 +120,51 @@ async def fetched_highwaters(consumer: Any, listed: Mapping[Any, int | None]) ->
     return result
 
 
+def seek_before_resuming() -> None:
+    """Make Faust hand a stream partition to the agents only once it is back at its committed offset.
+
+    After a rebalance, Faust's recovery marks the stream partitions active and only then seeks them
+    to their committed offsets (``Recovery.on_recovery_completed``, ``_resume_streams``). The Kafka
+    consumer meanwhile kept its position: after records that Faust fetched and then dropped when
+    the rebalance cleared its buffers, or after prefetching. So a fetch in between handed the
+    agents records from the tail of the partition first, and the records from the committed offset
+    on after them (faust-streaming issues #216 and #221). Those first records moved the event time
+    of their partition ahead by minutes of events, and the events behind them arrived late:
+    the joining-worker test lost `rapid_takedown` pairs that way (a worker's first records after
+    the rebalance were offsets 212 and 265-271, then 143 on).
+
+    With this, stream partitions (not changelogs, which recovery resumes for itself) named in
+    ``resume_partitions`` are held back until the next ``perform_seek`` has finished, as both of
+    Faust's call sites follow one with the other. A failed seek still resumes them: the old
+    ordering, rather than a worker that stops reading.
+    """
+    from faust.transport.consumer import Consumer
+
+    cls: Any = Consumer
+    if getattr(cls, "_modwatch_resume_partitions", None) is not None:
+        return
+    resume = cls._modwatch_resume_partitions = cls.resume_partitions
+    seek = cls.perform_seek
+
+    def resume_partitions(self: Any, tps: Any) -> None:
+        tps = set(tps)
+        streams = {tp for tp in tps if not self._is_changelog_tp(tp)}
+        if streams:
+            self.__dict__.setdefault("_modwatch_held", set()).update(streams)
+        resume(self, tps - streams)
+
+    async def perform_seek(self: Any) -> None:
+        try:
+            await seek(self)
+        finally:
+            held = self.__dict__.pop("_modwatch_held", None)
+            if held:
+                resume(self, held & set(self.assignment()))  # a partition revoked meanwhile stays off
+
+    cls.resume_partitions = resume_partitions
+    cls.perform_seek = perform_seek
+
+
 def use_event_loop(name: str = "uvloop") -> str:
     """Install the event loop policy Faust will run on; returns the one in use.
 
@@ -157,6 +202,7 @@ def run_worker(settings: Settings, loglevel: str = "info", loop: str = "uvloop",
     log.info("event loop: %s", use_event_loop(loop))
     set_fetch_max_wait(fetch_max_wait_ms)
     use_fetched_highwaters()
+    seek_before_resuming()
     from .app import create_app
 
     runtime = create_app(settings, ruleset)

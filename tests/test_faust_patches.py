@@ -1,0 +1,94 @@
+"""What ``streams.worker`` changes in Faust, checked on Faust's own methods with a stand-in consumer
+(no broker): the ordering they enforce is what matters. The worker tests under ``tests/faults``
+show the effect against a broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from faust.transport.consumer import Consumer
+from faust.types import TP
+
+from streams.worker import seek_before_resuming
+
+EVENTS = TP("events", 0)
+KEYED = TP("keyed", 1)
+CHANGELOG = TP("app-state-changelog", 1)
+
+
+class StandIn:
+    """What Faust's ``resume_partitions`` and ``perform_seek`` use of a consumer; the seek records
+    which partitions were active (handed to the agents) while it ran."""
+
+    def __init__(self, assigned: set[TP], fail: bool = False) -> None:
+        self.assigned = assigned
+        self.fail = fail
+        self.active: set[TP] = set()
+        self._paused_partitions: set[TP] = set(assigned)
+        self._read_offset: dict[TP, int | None] = {}
+        self._committed_offset: dict[TP, int] = {}
+        self.active_during_seek: set[TP] | None = None
+
+    def _get_active_partitions(self) -> set[TP]:
+        return self.active
+
+    def _is_changelog_tp(self, tp: TP) -> bool:
+        return tp.topic.endswith("-changelog")
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    async def seek_to_committed(self) -> dict[TP, int]:
+        await asyncio.sleep(0)
+        self.active_during_seek = set(self.active)
+        if self.fail:
+            raise TimeoutError("the broker did not answer")
+        return {EVENTS: 143, KEYED: 40}
+
+
+@pytest.fixture(autouse=True)
+def patched() -> None:
+    seek_before_resuming()
+    seek_before_resuming()  # a second call changes nothing
+
+
+def resume(consumer: StandIn, tps: set[TP]) -> None:
+    Consumer.resume_partitions(consumer, tps)  # type: ignore[arg-type]
+
+
+def seek(consumer: StandIn) -> None:
+    asyncio.run(Consumer.perform_seek(consumer))  # type: ignore[arg-type]
+
+
+def test_stream_partitions_reach_the_agents_only_after_the_seek_to_committed_offsets() -> None:
+    consumer = StandIn({EVENTS, KEYED, CHANGELOG})
+    resume(consumer, {EVENTS, KEYED, CHANGELOG})
+    assert consumer.active == {CHANGELOG}  # recovery resumes changelogs for itself, at once
+    seek(consumer)
+    assert consumer.active_during_seek == {CHANGELOG}
+    assert consumer.active == {EVENTS, KEYED, CHANGELOG}
+    assert consumer._committed_offset == {EVENTS: 143, KEYED: 40}  # Faust's own seek ran
+    assert not consumer._paused_partitions & {EVENTS, KEYED}
+
+
+def test_a_failed_seek_still_resumes_the_partitions_it_held() -> None:
+    consumer = StandIn({EVENTS}, fail=True)
+    resume(consumer, {EVENTS})
+    with pytest.raises(TimeoutError):
+        seek(consumer)
+    assert consumer.active == {EVENTS}  # Faust's order, rather than a worker that stops reading
+
+
+def test_a_partition_revoked_before_the_seek_stays_paused() -> None:
+    consumer = StandIn({EVENTS, KEYED})
+    resume(consumer, {EVENTS, KEYED})
+    consumer.assigned = {KEYED}  # a new rebalance took EVENTS away meanwhile
+    seek(consumer)
+    assert consumer.active == {KEYED}
+
+
+def test_a_seek_with_nothing_held_resumes_nothing() -> None:
+    consumer = StandIn({EVENTS})
+    seek(consumer)  # Faust also seeks back when a fetch comes while the flow is stopped
+    assert consumer.active == set()
