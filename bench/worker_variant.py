@@ -28,9 +28,7 @@ def overrides() -> dict[str, Any]:
 def main() -> int:
     extra = overrides()
     fetch_wait = extra.pop("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)  # null: Faust's 1,500 ms
-    # The bench's worker evaluates in place unless told otherwise: its "as shipped" figures were
-    # measured that way, when it was the default (opt-in since 30 Nov 2026; bench/README.md).
-    local = extra.pop("local_evaluation", True)  # null: the setting as configured
+    local = extra.pop("local_evaluation", None)  # null: the setting as configured
     shipped = app_module._faust_settings
 
     def patched(settings: Settings) -> dict[str, Any]:

@@ -89,11 +89,10 @@ class Settings(BaseSettings):
     standby_replicas: int = Field(default=1, ge=0)
     # Evaluate an event in the routing stage for the keyed partitions this worker owns, instead of
     # sending it through the keyed topic to itself (bench: 1.5x the throughput, half the p50 latency).
-    # Off by default: with it on, the test of a worker joining mid-replay failed in 4 of its last 5
-    # runs within the fault suite (live alerts differing from the backtest's: an event of a key
-    # applied after a later one from another partition; in one run three requests missing from their
-    # keys). With it off, the same suite passed 3 runs of 3. The cause is not found.
-    local_evaluation: bool = False
+    # Off from 30 Nov 2026 00:30 until the cause of a fault-test failure with it on was found: after a
+    # rebalance Faust handed the agents records from a partition's tail before seeking back to its
+    # committed offset (``streams.worker.seek_before_resuming`` fixes that).
+    local_evaluation: bool = True
     data_dir: str = ".modwatch"  # Faust's local data directory
     # When set, target and data-subject ids in alerts are replaced by a keyed HMAC pseudonym.
     pseudonymize_key: SecretStr | None = None

@@ -45,7 +45,7 @@ def live_alerts(records: list[object]) -> dict[str, dict[str, object]]:
 
 @pytest.mark.parametrize("local", ["false", "true"])
 def test_live_worker_matches_backtest(broker, unique_prefix, tmp_path, local):
-    """The default path (every event through the keyed topic) and evaluation in place (opt-in)."""
+    """Both paths: evaluation in place (the default) and every event through the keyed topic."""
     expected = backtest_alerts(EXAMPLE)
     assert len(expected) > 20
     env = worker_env(broker.bootstrap, unique_prefix, tmp_path, MODWATCH_LOCAL_EVALUATION=local)
