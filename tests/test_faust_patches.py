@@ -5,12 +5,14 @@ show the effect against a broker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
-from streams.worker import seek_before_resuming
+from streams.worker import commit_before_revoking, seek_before_resuming
 
 EVENTS = TP("events", 0)
 KEYED = TP("keyed", 1)
@@ -49,8 +51,9 @@ class StandIn:
 
 @pytest.fixture(autouse=True)
 def patched() -> None:
-    seek_before_resuming()
-    seek_before_resuming()  # a second call changes nothing
+    for _ in range(2):  # a second call changes nothing
+        seek_before_resuming()
+        commit_before_revoking()
 
 
 def resume(consumer: StandIn, tps: set[TP]) -> None:
@@ -92,3 +95,57 @@ def test_a_seek_with_nothing_held_resumes_nothing() -> None:
     consumer = StandIn({EVENTS})
     seek(consumer)  # Faust also seeks back when a fetch comes while the flow is stopped
     assert consumer.active == set()
+
+
+class Revoking:
+    """What Faust's ``on_partitions_revoked`` uses of a consumer. ``commit`` records the acknowledged
+    offsets it could see; the revocation callback (the app's: wait for the agents, commit again,
+    flush) records what it found."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self._active_partitions: set[TP] = {EVENTS, KEYED}
+        self._paused_partitions: set[TP] = set()
+        self._acked: dict[TP, list[int]] = {EVENTS: [141, 142, 143]}
+        self._acked_index: dict[TP, set[int]] = {EVENTS: {141, 142, 143}}
+        self._gap: dict[TP, list[int]] = {}
+        self._read_offset: dict[TP, int] = {EVENTS: 143}
+        self._committed_offset: dict[TP, int] = {EVENTS: 141}
+        self.committed_acks: list[int] | None = None
+        self.acks_at_callback: dict[TP, list[int]] | None = None
+        self.diag = self
+        self.app = self
+
+    def set_flag(self, flag: str) -> None: ...
+
+    def unset_flag(self, flag: str) -> None: ...
+
+    def _start_span_from_rebalancing(self, name: str) -> Any:
+        return contextlib.nullcontext()
+
+    async def commit(self) -> bool:
+        if self.fail:
+            raise ConnectionError("coordinator moved")
+        self.committed_acks = list(self._acked.get(EVENTS, []))
+        return True
+
+    async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.acks_at_callback = dict(self._acked)
+
+
+def revoke(consumer: Revoking) -> None:
+    asyncio.run(Consumer.on_partitions_revoked(consumer, {EVENTS, KEYED}))  # type: ignore[arg-type]
+
+
+def test_a_rebalance_commits_the_finished_batches_before_faust_forgets_their_offsets() -> None:
+    consumer = Revoking()
+    revoke(consumer)
+    assert consumer.committed_acks == [141, 142, 143]  # seen by the commit: it covers them
+    assert consumer.acks_at_callback == {}  # Faust's own commit, later, finds nothing (why this exists)
+    assert EVENTS not in consumer._committed_offset
+
+
+def test_a_failed_commit_before_a_rebalance_does_not_stop_it() -> None:
+    consumer = Revoking(fail=True)
+    revoke(consumer)
+    assert consumer.acks_at_callback == {}  # the rebalance went on
