@@ -379,6 +379,7 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
                     break
                 time.sleep(0.5)
             processed = worker.processed() or 0.0
+            changelog = tuple(worker.metric(f"modwatch_changelog_{what}_total") for what in ("records", "bytes"))
             alive = worker.alive()
         finally:
             producer.close()
@@ -404,6 +405,9 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
         "waited_after_last_send_s": wait,
         "events_processed_by_worker": int(processed),
         "events_sent": sent + 1,
+        # What the worker wrote to its changelog by the end of the wait (None: a worker without the counters).
+        "changelog_records": None if changelog[0] is None else int(changelog[0]),
+        "changelog_mb_per_s": None if changelog[1] is None else round(changelog[1] / 1e6 / elapsed, 2),
         "worker_alive": alive,
         "detection": det,
         "transport_baseline": base,

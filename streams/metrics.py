@@ -51,6 +51,8 @@ class Health:
     sinks: list[str] = field(default_factory=list)  # names of the configured sinks
     timers: int = 0
     unlogged_states: int = 0  # changed keys whose value was too big for a changelog record
+    changelog_records: int = 0  # state changes written to the changelog (values and tombstones)
+    changelog_bytes: int = 0  # their keys and values, serialised
 
     def record_offsets(self, end: dict[str, int], committed: dict[str, int]) -> None:
         if committed != self.committed:
@@ -166,6 +168,10 @@ class ModwatchCollector(Collector):
         yield _counter("modwatch_state_unlogged", "Changed keys not written to the changelog: the value was over "
                        "the producer's record size (a restart recovers the key's previous value)", [],
                        [((), health.unlogged_states)])  # fmt: skip
+        yield _counter("modwatch_changelog_records", "State changes written to the changelog (each key a batch "
+                       "changed, once)", [], [((), health.changelog_records)])  # fmt: skip
+        yield _counter("modwatch_changelog_bytes", "Bytes of keys and values written to the changelog", [],
+                       [((), health.changelog_bytes)])  # fmt: skip
         yield _gauge("modwatch_timers", "Keys with a pending event-time deadline", [], [((), health.timers)])
         yield _counter("modwatch_sink_failures", "Alert deliveries that failed, by sink", ["sink"],
                        health.sink_failures.items())  # fmt: skip

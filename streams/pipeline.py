@@ -382,6 +382,8 @@ def changelog_records(changes: list[Change], dumps: Callable[[Any], bytes], limi
     for change in changes:
         key = dumps(change.key)
         if change.value is None:
+            health.changelog_records += 1
+            health.changelog_bytes += len(key)
             yield key, None, change.partition
             continue
         value = dumps(change.value)
@@ -390,6 +392,8 @@ def changelog_records(changes: list[Change], dumps: Callable[[Any], bytes], limi
             log.error("state of key %r is %d bytes, over the %d a changelog record may hold: not logged "
                       "(a restart recovers its previous value)", change.key[:200], len(value), limit)  # fmt: skip
             continue
+        health.changelog_records += 1
+        health.changelog_bytes += len(key) + len(value)
         yield key, value, change.partition
 
 

@@ -234,3 +234,4 @@ def test_a_change_too_big_for_a_changelog_record_is_counted_not_sent() -> None:
     records = list(changelog_records(changes, lambda obj: json.dumps(obj).encode(), 100, health))
     assert records == [(b'"small"', b"[1, 2]", 0), (b'"gone"', None, 0)]
     assert health.unlogged_states == 1
+    assert (health.changelog_records, health.changelog_bytes) == (2, len(b'"small"[1, 2]"gone"'))
