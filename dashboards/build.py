@@ -594,6 +594,22 @@ def pipeline_health() -> Panel:
                    "B"),
         ], "opm", steps=thresholds((None, "green"), (0.001, "red")),
     ), 8, 8)  # fmt: skip
+    g.add(timeseries(
+        "State written to the changelog", "Bytes of rule state the worker writes to its changelog topic per "
+        "second (each key a batch changed, once). A few busy keys holding many pending events can dominate it "
+        "(at 2,000 events/s, three dataset keys were 88% of ~5 MB/s).",
+        [target("sum(rate(modwatch_changelog_bytes_total[$__rate_interval]))", "bytes/s")], "Bps",
+    ), 12, 8)  # fmt: skip
+    g.add(timeseries(
+        "State bounds reached", "Pending events a sequence rule dropped because a key already held 100 (oldest "
+        "first), per minute and rule, and changed keys too big for a changelog record (not logged: a restart "
+        "recovers their previous value).",
+        [
+            target('sum by (rule) (rate(modwatch_held_events_dropped_total{rule=~"$rule"}[$__rate_interval])) * 60',
+                   "dropped {{rule}}", "A"),
+            target("sum(rate(modwatch_state_unlogged_total[$__rate_interval])) * 60", "not logged", "B"),
+        ], "opm", steps=thresholds((None, "green"), (0.001, "orange")),
+    ), 12, 8)  # fmt: skip
     return dashboard(
         "modwatch-pipeline-health", "modwatch · Pipeline health",
         "Is the modwatch worker running and keeping up: throughput, lag, commits, latency, dead letters, late "
