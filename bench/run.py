@@ -84,6 +84,14 @@ def _load(name: str) -> dict[str, Any] | None:
     return data
 
 
+def _changelog(run: dict[str, Any]) -> str:
+    """What the worker wrote to its changelog in a latency run, for runs that recorded it."""
+    if run.get("changelog_mb_per_s") is None:
+        return ""
+    per_event = run["changelog_records"] / max(run["events_processed_by_worker"], 1)
+    return f"; changelog {per_event:.2f} records/event, {run['changelog_mb_per_s']} MB/s"
+
+
 def _latency_ratio(run: dict[str, Any]) -> str:
     """Detection over transport, p99 when both are known, else p50."""
     if run["ratio_p99_vs_transport"] is not None:
@@ -169,7 +177,8 @@ def table() -> str:
                 p99 += f" (from the broker's ack: p50 {_ms(acked['p50_ms'])}, p99 {_ms(acked['p99_ms'])})"
             add(f"Detection latency, worker {la['variant']}, {la['achieved_rate']:,} ev/s offered "
                 f"({la['alerts_matched']}/{la['pairs']} "
-                f"pairs alerted; worker processed {la['events_processed_by_worker']:,}/{la['events_sent']:,} events)",
+                f"pairs alerted; worker processed {la['events_processed_by_worker']:,}/{la['events_sent']:,} events"
+                f"{_changelog(la)})",
                 f"p50 {p50}, p99 {p99}", f"{baseline} topic read-back p50 {_ms(b['p50_ms'])}, p99 {_ms(b['p99_ms'])}",
                 _latency_ratio(la) if caught_up else "-", "p99 <= 250 ms",
                 _verdict(d["p99_ms"], 250, False) if caught_up else "missed (fell behind)")  # fmt: skip
