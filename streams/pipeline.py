@@ -381,19 +381,15 @@ def changelog_records(changes: list[Change], dumps: Callable[[Any], bytes], limi
     for a state no bound caught. A restart recovers that key's previous value."""
     for change in changes:
         key = dumps(change.key)
-        if change.value is None:
-            health.changelog_records += 1
-            health.changelog_bytes += len(key)
-            yield key, None, change.partition
-            continue
-        value = dumps(change.value)
-        if len(key) + len(value) > limit:
+        value = None if change.value is None else dumps(change.value)
+        size = len(key) + len(value or b"")
+        if value is not None and size > limit:  # a tombstone always goes
             health.unlogged_states += 1
             log.error("state of key %r is %d bytes, over the %d a changelog record may hold: not logged "
                       "(a restart recovers its previous value)", change.key[:200], len(value), limit)  # fmt: skip
             continue
         health.changelog_records += 1
-        health.changelog_bytes += len(key) + len(value)
+        health.changelog_bytes += size
         yield key, value, change.partition
 
 

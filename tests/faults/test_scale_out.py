@@ -93,9 +93,11 @@ class Incidents:
         for alert_id, alert in expected.items():
             if alert_id in live:
                 continue
-            twin = next((i for i, a in unmatched.items() if alert["rule_id"] in WINDOWED
-                         and (a["rule_id"], a["group_key"]) == (alert["rule_id"], alert["group_key"])
-                         and set(a["event_ids"]) & set(alert["event_ids"])), None)  # fmt: skip
+            incident = (alert["rule_id"], alert["group_key"])
+            twin = None if alert["rule_id"] not in WINDOWED else next(
+                (i for i, a in unmatched.items()
+                 if (a["rule_id"], a["group_key"]) == incident and set(a["event_ids"]) & set(alert["event_ids"])),
+                None)  # fmt: skip
             if twin is None:
                 missing.append(alert_id)
             else:
