@@ -120,9 +120,13 @@ KIND_NOTES = {
     "(the newest 50) and describes its newest event.",
     "cardinality": "Facts: `{distinct}`, `{window}`. None of the default rules uses it; see the example.",
     "sequence": "Order-insensitive within the allowed lateness: a B that arrives before its A waits. Facts: "
-    "`{latency}` (e.g. `24s`). Placeholders under `first.` read A.",
+    "`{latency}` (e.g. `24s`). Placeholders under `first.` read A. A key holds at most 100 A events and 100 "
+    "waiting B events, the newest by event time; the others are counted in "
+    "`modwatch_held_events_dropped_total`.",
     "absence": "Fires from the watermark, never the wall clock: a replay of last year behaves as last year did. "
-    "Facts: `{within}`.",
+    "Facts: `{within}`. A key holds at most 100 A events, the oldest by event time (they fire first, and a B "
+    "that cancels them cancels the later ones too); the others are counted in "
+    "`modwatch_held_events_dropped_total`.",
 }
 
 KIND_EXAMPLES = {

@@ -143,8 +143,9 @@ class ModwatchCollector(Collector):
         yield _counter("modwatch_rule_errors", "Rule evaluation errors (the event went on to other rules)", ["rule"],
                        stats.rule_errors.items())  # fmt: skip
         dropped = [((unit.id,), unit.held_dropped) for unit in self.engine.units if hasattr(unit, "held_dropped")]
-        yield _counter("modwatch_held_events_dropped", "Events a sequence rule (or a group of them, by its id) "
-                       "stopped holding for a key holding its maximum (the oldest go)", ["rule"], dropped)  # fmt: skip
+        yield _counter("modwatch_held_events_dropped", "Events a sequence or absence rule (or a group of "
+                       "sequences, by its id) stopped holding for a key holding its maximum (a sequence's oldest "
+                       "go, an absence's newest)", ["rule"], dropped)  # fmt: skip
         if not self.live:
             return
         yield _gauge("modwatch_up", "1 while the worker runs", [], [((), 1.0)])

@@ -18,7 +18,8 @@ from streams.alerts import Alert
 from streams.config import RuleSet, load_rules
 from streams.decode import Decoded, decode
 from streams.engine import Engine, Shard, open_record
-from streams.rules.sequence import MAX_HELD, SequenceGroup, group_parts
+from streams.rules import absence
+from streams.rules.sequence import MAX_HELD, SequenceGroup, SequenceRule, group_parts
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 T0 = 1_590_969_600.0  # 2020-06-01T00:00:00Z
@@ -631,7 +632,7 @@ def test_a_busy_key_holds_at_most_max_held_pending_events() -> None:
     for grouped in (True, False):
         engine = Engine(default_rules(), group_pairs=grouped)
         shard, _ = _feed_engine(engine, exports)
-        holders = [u for u in engine.units if hasattr(u, "held_dropped")]
+        holders = [u for u in engine.units if isinstance(u, SequenceGroup | SequenceRule)]
         record = open_record(shard.store["target=qos_telemetry"])
         if grouped:
             (group,) = holders
@@ -647,3 +648,41 @@ def test_a_busy_key_holds_at_most_max_held_pending_events() -> None:
         engine.process(shard, decoded(request))  # 20 s after the first export: late, within the lateness
         latency = sum(sum(h.counts) for h in engine.stats.request_latency.values())
         assert latency == MAX_HELD, grouped  # paired with the held exports, not the 30 dropped after it
+
+
+@pytest.mark.parametrize("request_at", [None, 400.0])
+def test_an_absence_holds_at_most_max_held_events_per_key_and_alerts_as_unbounded(
+    monkeypatch: pytest.MonkeyPatch, request_at: float | None
+) -> None:
+    """A bulk takedown citing one request is a key with an action every 2 s. The absence holds the
+    ``MAX_HELD`` oldest (one arriving late takes the newest's place) and alerts exactly as without
+    the bound: once for the key when the request never comes, not at all when it comes in time."""
+    extra, start = 50, 10 * DAY
+    actions = [
+        ev("content.remove", f"tk-{n}", start + 2 * n, staff(3), request_id="R-1", ticket_id=f"TS-{n}",
+           target={"kind": "content", "id": f"post-{n}", "region": "US"})
+        for n in range(MAX_HELD + extra)
+    ]  # fmt: skip
+    log = actions[10:] + actions[:10]  # the ten oldest arrive last, within the allowed lateness
+    if request_at is not None:
+        log.append(ev("request.received", "rq-1", start + request_at, staff(2), request_id="R-1", requester=MSS,
+                      request_kind="takedown", targets=[], confidential=False))  # fmt: skip
+    log.append(ev("report.filed", "later", start + DAY, staff(4), target={"kind": "content", "id": "p", "region": "US"},
+                  category="spam"))  # fmt: skip
+
+    def run() -> tuple[list[tuple[str, list[str]]], Any]:
+        engine = Engine(default_rules())
+        shard, alerts = _feed_engine(engine, log[:-1])
+        held = open_record(shard.store["request=R-1"])["unlogged_request"][0][0]
+        alerts += engine.process(shard, decoded(log[-1]))
+        fired = [(a.rule_id, a.event_ids) for a in alerts if a.rule_id == "unlogged_request"]
+        return fired, (sorted(a[1] for a in held), engine.by_id["unlogged_request"])
+
+    fired, (held_ids, rule) = run()
+    assert len(held_ids) == MAX_HELD and rule.held_dropped == extra
+    assert held_ids == sorted(f"tk-{n}" for n in range(MAX_HELD))  # the oldest, the late ten among them
+    monkeypatch.setattr(absence, "MAX_HELD", 10**9)
+    unbounded, (all_ids, _) = run()
+    assert len(all_ids) == MAX_HELD + extra
+    assert fired == unbounded
+    assert fired == ([] if request_at is not None else [("unlogged_request", ["tk-10"])])  # the first to arrive

@@ -3,6 +3,13 @@
 Fired when event time (the watermark) passes A + ``within``, so a B arriving late but within the
 allowed lateness still cancels it. ``lookback`` lets a B shortly *before* A count too (a request
 logged just before the action that cites it).
+
+A key holds at most ``MAX_HELD`` A events, the oldest: a bulk takedown citing one request is a key
+with thousands of them within ``within``, and held without a bound its state outgrew a changelog
+record, and every further A copied the whole list. Unlike a sequence's, the newest go. A B that
+cancels the oldest A cancels every later one too (it is within ``lookback`` before and ``within``
+after each), and when no B comes the oldest A fires first, for the same key: a dropped A's own alert
+would be that incident again, which the rule's suppression (by default its whole window) holds back.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from pydantic import Field
 
 from .base import Hit, State, hold, register, unhold
 from .duration import Duration, format_duration
-from .sequence import PairConfig, Paired
+from .sequence import MAX_HELD, PairConfig, Paired
 
 
 class AbsenceConfig(PairConfig):
@@ -30,6 +37,7 @@ class AbsenceRule(Paired):
     def __init__(self, config: AbsenceConfig, lists: dict[str, list[str]]) -> None:
         super().__init__(config, lists)
         self.acfg = config
+        self.held_dropped = 0  # A events not held for ``MAX_HELD`` (a metric)
 
     @property
     def window(self) -> float:
@@ -40,8 +48,16 @@ class AbsenceRule(Paired):
         # New lists of the exact size: an append or insert would leave spare slots in every key.
         if side == "first":
             event_id = view["event_id"]
-            if not any(a[1] == event_id for a in firsts):
+            if any(a[1] == event_id for a in firsts):
+                pass
+            elif len(firsts) < MAX_HELD:
                 firsts = firsts + [[ts, event_id, hold(view)]]  # noqa: RUF005
+            elif ts < max(a[0] for a in firsts):  # older than one held: it takes the newest's place
+                newest = max(range(len(firsts)), key=lambda i: firsts[i][0])
+                firsts = firsts[:newest] + firsts[newest + 1 :] + [[ts, event_id, hold(view)]]
+                self.held_dropped += 1
+            else:
+                self.held_dropped += 1
         else:
             pos = bisect.bisect_right(times, ts)
             times = times[:pos] + [ts] + times[pos:]  # noqa: RUF005
