@@ -93,14 +93,15 @@ def _describe(error: ValidationError) -> tuple[str, str]:
 def decode(raw: bytes | str, limits: Limits = DEFAULT_LIMITS, now: float | None = None) -> Decoded | Rejected:
     """Decode one record. ``now`` bounds future timestamps (the wall clock if not given)."""
     size = len(raw)
-    if size == 0 or (isinstance(raw, bytes | str) and not raw.strip()):
-        return Rejected(EMPTY, "empty record")
     if size > limits.max_bytes:
         return Rejected(TOO_LARGE, f"record is {size} bytes, limit {limits.max_bytes}")
     data = _fast_parse(raw, limits)
     if data is not None:
         return _validate(data, limits, now)
-    # The slow path, for every record the fast one refused: it names the reason.
+    # The slow path, for every record the fast one refused (an empty one among them): it names
+    # the reason.
+    if not raw.strip():
+        return Rejected(EMPTY, "empty record")
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
