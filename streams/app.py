@@ -26,6 +26,7 @@ from .metrics import Health
 from .pipeline import Change, Evaluator, Outgoing, Router, Work, changelog_records
 from .settings import Settings
 from .sinks import SinkSet
+from .worker import CommitHook, state_logged_at_commit
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,10 @@ def _partition_count(app: faust.App, topic: str) -> int:
 
 def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[EventT]]:
     """The stream's events in lists of up to ``BATCH``, each within ``BATCH_WITHIN`` s. A list's
-    events are acked when the next list is asked for: after the caller handed its records and
-    changes to the producer, which Faust flushes before it commits offsets (at least once)."""
+    events are acked when the next list is asked for: after the caller handed its records to the
+    producer, which Faust flushes before it commits offsets (at least once). Its state changes are
+    handed over then too, or at the latest when the offsets are chosen for a commit
+    (``streams.worker.log_state_before_commit``)."""
     return stream.take_events(BATCH, within=BATCH_WITHIN)  # type: ignore[attr-defined]  # not on StreamT
 
 
@@ -178,6 +181,18 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         await publish(alerts)  # before the state that remembers them: a crash repeats, never loses
         await log_changes(evaluator.flush())
 
+    # The state is logged at each offset commit, not at every batch (``log_state_before_commit``),
+    # when the worker installed that patch; otherwise every change at every batch, as before.
+    async def before_commit() -> None:
+        router.logging_state()
+        await log_changes(evaluator.flush(commit=True))
+
+    def after_commit(offsets: dict[TP, int]) -> None:
+        router.state_logged()
+
+    app.modwatch_commit = CommitHook(batch_lock, before_commit, after_commit)  # type: ignore[attr-defined]
+    evaluator.defer = router.report_committed = state_logged_at_commit()
+
     @app.agent(topics["input"], name="route")
     async def route(stream: faust.StreamT) -> None:
         # In batches, as ``evaluate``: a batch's records reach the producer together.
@@ -231,6 +246,10 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         router.assign(owned)
         evaluator.expect(every | owned)
         evaluator.reset()
+        dropped = evaluator.keep_partitions({tp.partition for tp in assigned or () if tp.topic == keyed_name})
+        if dropped:
+            log.warning("forgot %d unlogged state changes of keyed partitions now owned by another worker "
+                        "(it reads them again from the committed offsets)", dropped)  # fmt: skip
         if settings.local_evaluation:
             keyed = {tp.partition for tp in assigned or () if tp.topic == keyed_name}
             router.evaluate_locally(keyed)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .config import load_rules
@@ -194,6 +195,69 @@ def commit_before_revoking() -> None:
     cls.on_partitions_revoked = on_partitions_revoked
 
 
+@dataclass(frozen=True)
+class CommitHook:
+    """What ``log_state_before_commit`` calls around an offset commit; the app sets one as
+    ``app.modwatch_commit``. ``before`` runs under ``lock`` (the agents' batch lock), after the
+    offsets to commit were chosen; ``after`` gets the offsets once they are committed."""
+
+    lock: asyncio.Lock
+    before: Callable[[], Awaitable[None]]
+    after: Callable[[dict[Any, int]], None]
+
+
+def log_state_before_commit() -> None:
+    """Make Faust log the worker's state changes at each offset commit, before the offsets.
+
+    At least once needs the state an offset implies in the changelog before that offset is
+    committed; not at every batch. A busy key rewritten at every batch made most of the changelog
+    (at 2,000 events/s, 3.8-5.5 MB/s, ~88% of it three dataset keys of ~55 KB) and most of the
+    broker's work. With this, the agents log a key the first time it changes after a commit, and
+    every other change at the commit (``Evaluator.flush``), and ticks report committed positions.
+
+    ``Consumer._commit_tps`` (Faust 0.15) is replaced by the same steps with one added: the offsets
+    are chosen and the state changes handed to the producer under the agents' batch lock, so no
+    batch is half-applied then; Faust's commit then flushes the producer before it commits. An app
+    without ``modwatch_commit`` commits as Faust does.
+    """
+    from faust.exceptions import ProducerSendError
+    from faust.transport.consumer import Consumer
+
+    cls: Any = Consumer
+    if getattr(cls, "_modwatch_commit_tps", None) is not None:
+        return
+    original = cls._modwatch_commit_tps = cls._commit_tps
+
+    async def _commit_tps(self: Any, tps: Any, start_new_transaction: bool) -> bool:
+        hook: CommitHook | None = getattr(self.app, "modwatch_commit", None)
+        if hook is None:
+            return bool(await original(self, tps, start_new_transaction))
+        async with hook.lock:
+            offsets = self._filter_committable_offsets(tps)
+            if offsets:
+                await hook.before()
+        if not offsets:
+            return False
+        try:
+            await self._handle_attached(offsets)
+        except ProducerSendError as exc:
+            await self.crash(exc)
+            return False
+        did_commit = bool(await self._commit_offsets(offsets, start_new_transaction=start_new_transaction))
+        if did_commit:
+            hook.after({tp: offset for tp, offset in offsets.items() if self._committed_offset.get(tp) == offset})
+        return did_commit
+
+    cls._commit_tps = _commit_tps
+
+
+def state_logged_at_commit() -> bool:
+    """Whether ``log_state_before_commit`` is in place (the worker installs it before the app)."""
+    from faust.transport.consumer import Consumer
+
+    return getattr(Consumer, "_modwatch_commit_tps", None) is not None
+
+
 def use_event_loop(name: str = "uvloop") -> str:
     """Install the event loop policy Faust will run on; returns the one in use.
 
@@ -233,6 +297,7 @@ def run_worker(settings: Settings, loglevel: str = "info", loop: str = "uvloop",
     use_fetched_highwaters()
     seek_before_resuming()
     commit_before_revoking()
+    log_state_before_commit()
     from .app import create_app
 
     runtime = create_app(settings, ruleset)

@@ -12,7 +12,13 @@ import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
-from streams.worker import commit_before_revoking, seek_before_resuming
+from streams.worker import (
+    CommitHook,
+    commit_before_revoking,
+    log_state_before_commit,
+    seek_before_resuming,
+    state_logged_at_commit,
+)
 
 EVENTS = TP("events", 0)
 KEYED = TP("keyed", 1)
@@ -149,3 +155,82 @@ def test_a_failed_commit_before_a_rebalance_does_not_stop_it() -> None:
     consumer = Revoking(fail=True)
     revoke(consumer)
     assert consumer.acks_at_callback == {}  # the rebalance went on
+
+
+class Committing:
+    """What ``log_state_before_commit``'s ``_commit_tps`` uses of a consumer: acked offsets
+    become the offsets to commit, and a commit is recorded in order with the hook's calls."""
+
+    def __init__(self, hook: CommitHook | None, journal: list[Any]) -> None:
+        self.app = type("App", (), {"modwatch_commit": hook})()
+        self.journal = journal
+        self._acked: dict[TP, list[int]] = {}
+        self._committed_offset: dict[TP, int] = {}
+
+    def _filter_committable_offsets(self, tps: Any) -> dict[TP, int]:
+        return {tp: max(self._acked[tp]) + 1 for tp in tps if self._acked.get(tp)}
+
+    async def _handle_attached(self, offsets: dict[TP, int]) -> None:
+        self.journal.append("attached")
+
+    async def _commit_offsets(self, offsets: dict[TP, int], start_new_transaction: bool = True) -> bool:
+        self.journal.append(("commit", dict(offsets)))
+        self._committed_offset.update(offsets)
+        return True
+
+    async def crash(self, exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+
+def test_the_state_is_logged_under_the_batch_lock_before_the_offsets_chosen_are_committed() -> None:
+    log_state_before_commit()
+    log_state_before_commit()  # a second call changes nothing
+    journal: list[Any] = []
+    lock = asyncio.Lock()
+
+    agents: list[asyncio.Task[None]] = []
+
+    async def before() -> None:
+        agents.append(asyncio.create_task(batch(13)))  # the next batch comes while the state is sent
+        await asyncio.sleep(0.01)
+        journal.append("state logged")
+
+    hook = CommitHook(lock, before, lambda offsets: journal.append(("after", offsets)))
+    consumer = Committing(hook, journal)
+    consumer._acked[EVENTS] = [10, 11]
+
+    async def batch(offset: int) -> None:  # an agent's batch: its offset is acked after the lock is released
+        async with lock:
+            journal.append(f"batch {offset} starts")
+            await asyncio.sleep(0.01)
+            journal.append(f"batch {offset} applied")
+        consumer._acked[EVENTS].append(offset)
+
+    async def main() -> bool:
+        agents.append(asyncio.create_task(batch(12)))
+        await asyncio.sleep(0)  # the agent holds the lock
+        did = await Consumer._commit_tps(consumer, [EVENTS], True)  # type: ignore[arg-type]
+        await asyncio.gather(*agents)
+        return bool(did)
+
+    assert asyncio.run(main())
+    assert journal == [
+        "batch 12 starts", "batch 12 applied",  # the commit waited for the batch
+        "state logged",  # then logged its changes, before the offsets that include it are committed
+        "attached", ("commit", {EVENTS: 13}), ("after", {EVENTS: 13}),
+        "batch 13 starts", "batch 13 applied",  # waited for the state; not in this commit
+    ]  # fmt: skip
+    assert consumer._acked[EVENTS] == [10, 11, 12, 13]
+
+
+def test_an_app_without_the_hook_commits_as_faust_does() -> None:
+    log_state_before_commit()
+    journal: list[Any] = []
+    consumer = Committing(None, journal)
+    consumer._acked[EVENTS] = [4]
+    original = Consumer._modwatch_commit_tps  # type: ignore[attr-defined]
+    assert asyncio.run(original(consumer, [EVENTS], True))
+    journal.clear()
+    assert asyncio.run(Consumer._commit_tps(consumer, [EVENTS], True))  # type: ignore[arg-type]
+    assert journal == ["attached", ("commit", {EVENTS: 5})]
+    assert state_logged_at_commit()

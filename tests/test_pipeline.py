@@ -15,7 +15,7 @@ from streams.decode import Limits
 from streams.engine import Engine, open_record
 from streams.metrics import Health
 from streams.pipeline import Change, Evaluator, Outgoing, Router, changelog_records
-from streams.topology import WATERMARK_KEY, partition_of
+from streams.topology import H_TICK, WATERMARK_KEY, partition_of
 
 from .worker_harness import REPO
 
@@ -76,6 +76,105 @@ def test_a_batch_logs_each_changed_key_once_with_its_last_value() -> None:
     assert {key: value for (_, key), value in changelog.items()} == json.loads(json.dumps(store))
     assert deleted > 0, "the example log must exercise deletes"
     assert logged < store.writes
+
+
+def _logged_through_commits(defer: bool) -> tuple[dict[str, Any], dict[str, Any], list[list[Change]]]:
+    """The example through one evaluator, flushed every 5 records and committed every 40; returns
+    the store, the changelog replayed, and what each commit interval logged."""
+    engine = Engine(load_rules(REPO / "config"))
+    store: dict[str, Any] = {}
+    evaluator = Evaluator(engine, store, PARTITIONS)
+    evaluator.expect({"in:0"})
+    evaluator.defer = defer
+    changelog: dict[str, Any] = {}
+    intervals: list[list[Change]] = [[]]
+    for index, record in enumerate(_keyed(engine)):
+        evaluator.on_record(record.partition or 0, record.value, record.headers)
+        if index % 5 == 4:
+            intervals[-1] += evaluator.flush()
+        if index % 40 == 39:
+            intervals[-1] += evaluator.flush(commit=True)
+            intervals.append([])
+    intervals[-1] += evaluator.flush(commit=True)
+    for changes in intervals:
+        for change in changes:
+            if change.value is None:
+                changelog.pop(change.key, None)
+            else:
+                changelog[change.key] = json.loads(json.dumps(change.value))
+    return json.loads(json.dumps(store)), changelog, intervals
+
+
+def test_logging_at_commits_logs_a_key_at_most_twice_per_commit_and_the_same_state() -> None:
+    """With ``defer``, a key is logged at its first change after a commit and, if it changed again,
+    at the commit; watermarks only at the commit. At each commit the changelog holds the store as
+    it is, as logging at every batch gives, with fewer records."""
+    store, changelog, intervals = _logged_through_commits(defer=True)
+    assert changelog == store
+    _, every_batch, batches = _logged_through_commits(defer=False)
+    assert every_batch == store
+    assert sum(map(len, intervals)) < sum(map(len, batches))
+    for changes in intervals:
+        counts = Counter(change.key for change in changes)
+        assert max(counts.values(), default=0) <= 2
+    assert any(n == 2 for changes in intervals for n in Counter(c.key for c in changes).values())
+
+
+def test_a_worker_forgets_the_unlogged_changes_of_partitions_it_lost() -> None:
+    engine = Engine(load_rules(REPO / "config"))
+    evaluator = Evaluator(engine, {}, PARTITIONS)
+    evaluator.expect({"in:0"})
+    evaluator.defer = True
+    for index, record in enumerate(_keyed(engine)):
+        evaluator.on_record(record.partition or 0, record.value, record.headers)
+        if index % 5 == 4:
+            evaluator.flush()
+    evaluator.flush()
+    waiting = {partition: set(keys) for partition, keys in evaluator.dirty.items()}
+    assert waiting[0] and waiting[1]  # keys changed again since they were logged: for the commit
+    assert evaluator.keep_partitions({1}) == len(waiting[0])
+    assert evaluator.flush(commit=True) == [Change(1, key, evaluator.store.get(key)) for key in waiting[1]]
+
+
+def test_ticks_report_only_what_the_logged_state_covers() -> None:
+    """After a crash, the keyed partitions' new owner reads the state logged at the last commit and
+    then the ticks sent after it: a tick reporting a position beyond that state would make the
+    events read again late. With ``report_committed`` a tick reports where each source was when the
+    state was last logged, once the commit is through, and idle only if that position was the
+    partition's end."""
+    engine = Engine(load_rules(REPO / "config"))
+    router = Router(engine, "keyed", "dead", PARTITIONS, Limits(), idle_seconds=0.0)
+    router.report_committed = True
+    router.assign({"in:0"})
+    lines = EXAMPLE.read_text().splitlines()
+    asked: list[int | None] = []
+
+    def caught_up(source: str, offset: int | None) -> bool:
+        asked.append(offset)
+        return offset == 30
+
+    def reported(caught: Any = caught_up) -> dict[str, float | None]:
+        (tick, *_) = router.tick(caught)
+        return dict(json.loads(dict(tick.headers)[H_TICK]))
+
+    def read(offsets: range) -> None:
+        for offset in offsets:
+            router.on_record("in", 0, offset, None, lines[offset].encode())
+
+    read(range(20))
+    assert router.tick(lambda source, offset: False) == []  # nothing logged yet: nothing to report
+    router.logging_state()
+    at_20 = router.sources["in:0"]
+    read(range(20, 30))  # while the commit is under way
+    assert router.sources["in:0"] > at_20
+    assert router.tick(lambda source, offset: False) == []
+    router.state_logged()
+    assert reported() == {"in:0": at_20} and asked[-1] == 20  # read to 30; logged to 20: not idle
+    router.logging_state()
+    router.state_logged()
+    assert reported() == {"in:0": None}  # silent, and logged to the partition's end: idle
+    router.report_committed = False  # as before: the position read, whatever is logged
+    assert reported(lambda source, offset: False) == {"in:0": router.sources["in:0"]}
 
 
 # -- evaluation in place: the keyed partitions a worker owns skip the keyed topic ------------------
