@@ -213,7 +213,8 @@ def log_state_before_commit() -> None:
     committed; not at every batch. A busy key rewritten at every batch made most of the changelog
     (at 2,000 events/s, 3.8-5.5 MB/s, ~88% of it three dataset keys of ~55 KB) and most of the
     broker's work. With this, the agents log a key the first time it changes after a commit, and
-    every other change at the commit (``Evaluator.flush``), and ticks report committed positions.
+    every other change at the commit (``Evaluator.flush``), and ticks report only the positions that
+    the state logged at the last commit covers (``Router.tick``).
 
     ``Consumer._commit_tps`` (Faust 0.15) is replaced by the same steps with one added: the offsets
     are chosen and the state changes handed to the producer under the agents' batch lock, so no

@@ -48,20 +48,22 @@ class AbsenceRule(Paired):
         # New lists of the exact size: an append or insert would leave spare slots in every key.
         if side == "first":
             event_id = view["event_id"]
-            if any(a[1] == event_id for a in firsts):
-                pass
-            elif len(firsts) < MAX_HELD:
-                firsts = firsts + [[ts, event_id, hold(view)]]  # noqa: RUF005
-            elif ts < max(a[0] for a in firsts):  # older than one held: it takes the newest's place
-                newest = max(range(len(firsts)), key=lambda i: firsts[i][0])
-                firsts = firsts[:newest] + firsts[newest + 1 :] + [[ts, event_id, hold(view)]]
-                self.held_dropped += 1
-            else:
-                self.held_dropped += 1
+            if not any(a[1] == event_id for a in firsts):
+                firsts = self._hold_oldest(firsts, ts, event_id, view)
         else:
             pos = bisect.bisect_right(times, ts)
             times = times[:pos] + [ts] + times[pos:]  # noqa: RUF005
         return [firsts, times], []
+
+    def _hold_oldest(self, firsts: list[list[Any]], ts: float, event_id: str, view: dict[str, Any]) -> list[list[Any]]:
+        """``firsts`` with this A added, keeping the ``MAX_HELD`` oldest (the one left out counted)."""
+        if len(firsts) < MAX_HELD:
+            return firsts + [[ts, event_id, hold(view)]]  # noqa: RUF005
+        self.held_dropped += 1
+        newest = max(range(len(firsts)), key=lambda i: firsts[i][0])
+        if ts >= firsts[newest][0]:
+            return firsts
+        return firsts[:newest] + firsts[newest + 1 :] + [[ts, event_id, hold(view)]]
 
     def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
         within, lookback = self.acfg.within, self.acfg.lookback
