@@ -246,12 +246,12 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         router.assign(owned)
         evaluator.expect(every | owned)
         evaluator.reset()
-        dropped = evaluator.keep_partitions({tp.partition for tp in assigned or () if tp.topic == keyed_name})
+        keyed = {tp.partition for tp in assigned or () if tp.topic == keyed_name}
+        dropped = evaluator.keep_partitions(keyed)
         if dropped:
             log.warning("forgot %d unlogged state changes of keyed partitions now owned by another worker "
                         "(it reads them again from the committed offsets)", dropped)  # fmt: skip
         if settings.local_evaluation:
-            keyed = {tp.partition for tp in assigned or () if tp.topic == keyed_name}
             router.evaluate_locally(keyed)
             log.info("evaluating %d of %d keyed partitions in place", len(keyed), partitions)
 

@@ -169,8 +169,8 @@ class ModwatchCollector(Collector):
         yield _counter("modwatch_state_unlogged", "Changed keys not written to the changelog: the value was over "
                        "the producer's record size (a restart recovers the key's previous value)", [],
                        [((), health.unlogged_states)])  # fmt: skip
-        yield _counter("modwatch_changelog_records", "State changes written to the changelog (each key a batch "
-                       "changed, once)", [], [((), health.changelog_records)])  # fmt: skip
+        yield _counter("modwatch_changelog_records", "State changes written to the changelog (a changed key "
+                       "at most twice per offset commit)", [], [((), health.changelog_records)])  # fmt: skip
         yield _counter("modwatch_changelog_bytes", "Bytes of keys and values written to the changelog", [],
                        [((), health.changelog_bytes)])  # fmt: skip
         yield _gauge("modwatch_timers", "Keys with a pending event-time deadline", [], [((), health.timers)])
