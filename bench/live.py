@@ -53,6 +53,7 @@ TUNINGS: dict[str, dict[str, Any]] = {
     "producer_max_batch_size=256KiB": {"producer_max_batch_size": 256 * 1024},
     "producer_threaded": {"producer_threaded": True},
     "fetch_max_wait=50ms": {"fetch_max_wait_ms": 50},
+    "delivery without tasks": {"fast_delivery": True},
 }
 
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import warnings
 from typing import Any
 
 import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
+from mode.utils.locks import Event
 
 from streams.worker import (
     CommitHook,
     commit_before_revoking,
+    deliver_without_tasks,
     log_state_before_commit,
     seek_before_resuming,
     state_logged_at_commit,
@@ -234,3 +238,123 @@ def test_an_app_without_the_hook_commits_as_faust_does() -> None:
     assert asyncio.run(Consumer._commit_tps(consumer, [EVENTS], True))  # type: ignore[arg-type]
     assert journal == ["attached", ("commit", {EVENTS: 5})]
     assert state_logged_at_commit()
+
+
+class Fetching:
+    """What Faust's fetch loop's ``wait_first`` (mode's ``Service.wait_first``) uses of a consumer."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.suspend_flow = Event()
+        self._stopped = Event()
+        self._crashed = Event()
+        self.tasks = 0
+        factory = self.loop.get_task_factory()
+
+        def count(loop: Any, coro: Any, **kwargs: Any) -> Any:
+            self.tasks += 1
+            return factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
+
+        self.loop.set_task_factory(count)
+
+    async def deliver(self, delivery: Any) -> Any:
+        """The fetch loop's call, as in ``Consumer._drain_messages``."""
+        return await Consumer.wait_first(self, delivery, self.suspend_flow.wait())  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def delivering() -> None:
+    for _ in range(2):  # a second call changes nothing
+        deliver_without_tasks()
+
+
+@pytest.mark.usefixtures("delivering")
+def test_a_record_delivered_without_waiting_makes_no_task() -> None:
+    delivered: list[int] = []
+
+    async def on_message() -> str:  # room in the stream buffer: Faust's delivery never waits
+        delivered.append(7)
+        return "delivered"
+
+    async def main() -> tuple[Any, int]:
+        consumer = Fetching()
+        result = await consumer.deliver(on_message())
+        return result, consumer.tasks
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, tasks = asyncio.run(main())
+        gc.collect()
+    assert delivered == [7]
+    assert result.results == ["delivered"] and not result.stopped
+    assert tasks == 0  # Faust's wait_first made four
+    assert not [w for w in caught if "never awaited" in str(w.message)]  # the flag's wait was closed
+
+
+@pytest.mark.usefixtures("delivering")
+def test_a_delivery_that_waits_for_room_finishes_from_where_it_waited() -> None:
+    journal: list[str] = []
+
+    async def main() -> Any:
+        consumer = Fetching()
+        room = asyncio.Event()
+
+        async def on_message() -> str:
+            journal.append("decoded")
+            await room.wait()  # the stream buffer is full
+            journal.append("put")
+            return "delivered"
+
+        fetch = asyncio.create_task(consumer.deliver(on_message()))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert journal == ["decoded"] and not fetch.done()
+        room.set()
+        return await fetch
+
+    result = asyncio.run(main())
+    assert journal == ["decoded", "put"]  # its first part ran once
+    assert result.results == ["delivered"]
+
+
+@pytest.mark.usefixtures("delivering")
+def test_a_rebalance_still_abandons_a_delivery_that_waits() -> None:
+    journal: list[str] = []
+
+    async def main() -> Any:
+        consumer = Fetching()
+        room = asyncio.Event()
+
+        async def on_message() -> None:
+            try:
+                await room.wait()
+                journal.append("put")
+            except asyncio.CancelledError:
+                journal.append("abandoned")
+                raise
+
+        fetch = asyncio.create_task(consumer.deliver(on_message()))
+        await asyncio.sleep(0.01)
+        consumer.suspend_flow.set()  # Faust suspends the flow at a rebalance
+        result = await fetch
+        await asyncio.sleep(0.01)
+        return result
+
+    result = asyncio.run(main())
+    assert journal == ["abandoned"]
+    assert len(result.done) == 1 and not result.stopped  # the flag's wait won, as in Faust
+
+
+@pytest.mark.usefixtures("delivering")
+@pytest.mark.parametrize("waits", [False, True])
+def test_a_delivery_that_fails_raises_in_the_fetch_loop(waits: bool) -> None:
+    async def on_message() -> None:
+        if waits:
+            await asyncio.sleep(0.01)
+        raise ValueError("bad record")
+
+    async def main() -> None:
+        await Fetching().deliver(on_message())
+
+    with pytest.raises(ValueError, match="bad record"):
+        asyncio.run(main())
