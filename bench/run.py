@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--curve-events", type=int, default=100_000, help="log length for the rule-count curve")
     parser.add_argument("--memory-events", type=int, default=None, help="distinct actors (default: --events)")
     parser.add_argument("--profile-events", type=int, default=100_000)
-    parser.add_argument("--live-events", type=int, default=20_000, help="events per live throughput run")
+    parser.add_argument("--live-events", type=int, default=60_000, help="events per live throughput run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the live variants")
     parser.add_argument("--latency-rates", default="2000,250",
                         help="events/s of each latency run; the first is the goal's (2,000/s)")  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 
 from .alerts import Alert
 from .decode import Decoded, Limits, decode
-from .engine import Engine, RecentIds, Shard
+from .engine import Engine, RecentIds, Shard, unpacked
 from .metrics import Health
 from .rules.base import Role
 from .topology import (
@@ -206,7 +206,7 @@ class Router:
         return [Outgoing(self.keyed_topic, b"", None, p, None, hdrs) for p in range(self.partitions)]
 
 
-CENSUS_STEP = 4096  # keys counted between two yields of ``Evaluator.census``
+CENSUS_STEP = 2048  # keys counted between two yields of ``Evaluator.census`` (~5 ms)
 
 
 class PartitionStore(MutableMapping[str, Any]):
@@ -301,7 +301,7 @@ class Evaluator:
         shard = self.shards.get(partition)
         if shard is None:
             dirty = self.dirty.setdefault(partition, set())
-            shard = Shard(PartitionStore(self.store, partition, self.partitions, dirty))
+            shard = Shard(PartitionStore(self.store, partition, self.partitions, dirty), packed=True)
             saved = self.store.get(f"{WATERMARK_KEY}{partition}")
             if isinstance(saved, dict):
                 shard.sources.update({k: float(v) for k, v in saved.items()})
@@ -441,7 +441,7 @@ def changelog_records(changes: list[Change], dumps: Callable[[Any], bytes], limi
     for a state no bound caught. A restart recovers that key's previous value."""
     for change in changes:
         key = dumps(change.key)
-        value = None if change.value is None else dumps(change.value)
+        value = None if change.value is None else dumps(unpacked(change.value))
         size = len(key) + len(value or b"")
         if value is not None and size > limit:  # a tombstone always goes
             health.unlogged_states += 1

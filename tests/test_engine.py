@@ -3,7 +3,9 @@ idempotent under redelivery, bounded in state, and isolating a broken rule."""
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 import random
 import shutil
 import sys
@@ -17,7 +19,7 @@ import pytest
 from streams.alerts import Alert
 from streams.config import RuleSet, load_rules
 from streams.decode import Decoded, decode
-from streams.engine import Engine, Shard, open_record
+from streams.engine import Engine, Shard, open_record, unpacked
 from streams.rules import absence
 from streams.rules.sequence import MAX_HELD, SequenceGroup, SequenceRule, group_parts
 
@@ -201,6 +203,30 @@ def test_same_input_gives_identical_alerts() -> None:
     assert len(first) >= 9
     assert [a.to_json() for a in first] == [a.to_json() for a in second]
     assert len({a.alert_id for a in first}) == len(first)
+
+
+def test_a_packed_shard_alerts_as_a_plain_one_and_holds_nothing_the_collector_walks() -> None:
+    """The worker packs each stored record (``Shard(packed=True)``): the alerts, the state and its
+    counts are the same, and every stored value is bytes, which the garbage collector does not track."""
+    log = build_log()[:-1]  # without the last event, 40 days on, which expires everything
+    engine, plain, expected = feed(log)
+    packed_engine, packed = Engine(default_rules()), Shard(packed=True)
+    got: list[Alert] = []
+    for raw in log:
+        got.extend(packed_engine.process(packed, decoded(raw)))
+    assert [a.to_json() for a in got] == [a.to_json() for a in expected]
+    assert len(packed.store) > 50
+    assert all(type(value) is bytes and not gc.is_tracked(value) for value in packed.store.values())
+    assert {key: unpacked(value) for key, value in packed.store.items()} == plain.store
+    assert packed_engine.state_size(packed) == engine.state_size(plain)
+    assert packed.timers == plain.timers
+
+
+def test_a_packed_record_keeps_the_values_json_would_change() -> None:
+    shard = Shard(packed=True)
+    shard.put("k", ["volume", [[float("nan"), 2**70, "\ud800"], None], None])
+    (nan, big, lone), _ = open_record(shard.store["k"])["volume"][0]
+    assert math.isnan(nan) and big == 2**70 and lone == "\ud800"
 
 
 def _shuffle_locally(events: list[dict[str, Any]], spread: float, seed: int) -> list[dict[str, Any]]:

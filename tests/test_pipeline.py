@@ -12,7 +12,7 @@ from typing import Any
 from streams.backtest import run_backtest
 from streams.config import load_rules
 from streams.decode import Limits
-from streams.engine import Engine, open_record
+from streams.engine import Engine, open_record, unpacked
 from streams.metrics import Health
 from streams.pipeline import Change, Evaluator, Outgoing, Router, changelog_records
 from streams.topology import H_TICK, WATERMARK_KEY, partition_of
@@ -21,6 +21,11 @@ from .worker_harness import REPO
 
 EXAMPLE = REPO / "examples" / "events.jsonl"
 PARTITIONS = 2
+
+
+def as_json(store: dict[str, Any]) -> Any:
+    """The store's records as the changelog carries them (JSON; the worker packs them in memory)."""
+    return json.loads(json.dumps({key: unpacked(value) for key, value in store.items()}))
 
 
 class CountingStore(dict[str, Any]):
@@ -64,7 +69,7 @@ def test_a_batch_logs_each_changed_key_once_with_its_last_value() -> None:
                 deleted += 1
                 changelog.pop((change.partition, change.key), None)
             else:
-                changelog[(change.partition, change.key)] = json.loads(json.dumps(change.value))
+                changelog[(change.partition, change.key)] = json.loads(json.dumps(unpacked(change.value)))
 
     for index, record in enumerate(_keyed(engine)):
         evaluator.on_record(record.partition or 0, record.value, record.headers)
@@ -73,7 +78,7 @@ def test_a_batch_logs_each_changed_key_once_with_its_last_value() -> None:
     replay(evaluator.flush())
     assert evaluator.flush() == []
     assert {key for _, key in changelog} == set(store)
-    assert {key: value for (_, key), value in changelog.items()} == json.loads(json.dumps(store))
+    assert {key: value for (_, key), value in changelog.items()} == as_json(store)
     assert deleted > 0, "the example log must exercise deletes"
     assert logged < store.writes
 
@@ -101,8 +106,8 @@ def _logged_through_commits(defer: bool) -> tuple[dict[str, Any], dict[str, Any]
             if change.value is None:
                 changelog.pop(change.key, None)
             else:
-                changelog[change.key] = json.loads(json.dumps(change.value))
-    return json.loads(json.dumps(store)), changelog, intervals
+                changelog[change.key] = json.loads(json.dumps(unpacked(change.value)))
+    return as_json(store), changelog, intervals
 
 
 def test_logging_at_commits_logs_a_key_at_most_twice_per_commit_and_the_same_state() -> None:
@@ -271,7 +276,7 @@ def test_one_worker_owning_every_partition_sends_only_ticks_through_the_keyed_to
                 else:
                     got = evaluator.on_local(item)
                 ids |= {a.alert_id for a in got}
-        results.append((ids, json.loads(json.dumps(store)), records))
+        results.append((ids, as_json(store), records))
     (remote_ids, remote_store, remote_records), (local_ids, local_store, local_records) = results
     assert local_ids == remote_ids and local_ids
     assert local_store == remote_store
