@@ -84,8 +84,8 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(default=6.0, gt=0)  # short joins on Tansu; raise for Apache Kafka
     heartbeat_seconds: float = Field(default=1.0, gt=0)
     # Hot standby copies of each table partition on other workers: a failover then needs no changelog
-    # read-back, but every worker also consumes its peers' changelogs (bench: 2 workers 2,744 events/s
-    # with 1, 3,040 with 0; recovering 87k state entries from the changelog took ~12 s on Tansu).
+    # read-back, but every worker also consumes its peers' changelogs (bench: 2 workers 4,440 events/s
+    # with 1, 5,676 with 0; recovering 87k state entries from the changelog took ~12 s on Tansu).
     standby_replicas: int = Field(default=1, ge=0)
     # Evaluate an event in the routing stage for the keyed partitions this worker owns, instead of
     # sending it through the keyed topic to itself (bench: 1.5x the throughput, half the p50 latency).
