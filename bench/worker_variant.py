@@ -4,14 +4,17 @@
 measure one tuning at a time, or to put Faust's defaults back), plus ``fetch_max_wait_ms`` for
 ``streams.worker.set_fetch_max_wait``, ``fast_delivery`` for ``streams.worker.deliver_without_tasks``
 and ``local_evaluation`` for the setting of that name;
-``$BENCH_LOOP`` is ``uvloop`` or ``asyncio``. Everything else comes from the usual ``MODWATCH_*``
-environment.
+``$BENCH_LOOP`` is ``uvloop`` or ``asyncio``; ``$BENCH_GC_LOG=1`` logs each garbage collection of
+10 ms or more (``log_gc_pauses``). Everything else comes from the usual ``MODWATCH_*`` environment.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import sys
+import time
 from typing import Any
 
 from streams import app as app_module
@@ -26,7 +29,25 @@ def overrides() -> dict[str, Any]:
     return value
 
 
+def log_gc_pauses(threshold: float = 0.010) -> None:
+    """Log every garbage collection that takes ``threshold`` s or more, with its generation."""
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - started[0]
+        if took >= threshold:
+            print(f"gc: generation {info['generation']} took {took * 1000:.0f} ms at {time.time():.2f}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    gc.callbacks.append(callback)
+
+
 def main() -> int:
+    if os.environ.get("BENCH_GC_LOG") == "1":
+        log_gc_pauses()
     extra = overrides()
     fetch_wait = extra.pop("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)  # null: Faust's 1,500 ms
     local = extra.pop("local_evaluation", None)  # null: the setting as configured

@@ -108,6 +108,11 @@ def open_record(stored: Any) -> dict[str, list[Any]]:
     return {rule_id: [state, sup] for rule_id, state, sup in zip(items, items, items, strict=True)}
 
 
+def packed(flat: list[Any]) -> bytes:
+    """A record's flat list as a packed shard stores it (``Shard``)."""
+    return marshal.dumps(flat)
+
+
 def unpacked(stored: Any) -> Any:
     """A stored value as JSON can carry it: a packed record (``Shard``) as its flat list."""
     return marshal.loads(stored) if type(stored) is bytes else stored
@@ -147,7 +152,7 @@ class Shard:
     def put(self, key: str, flat: list[Any]) -> None:
         """Store a record (``stored_record``'s flat list); reassigned, as a Faust table only logs
         assignments."""
-        self.store[key] = marshal.dumps(flat) if self.packed else flat
+        self.store[key] = packed(flat) if self.packed else flat
 
     def observe(self, source: str, ts: float) -> None:
         if ts > self.sources.get(source, float("-inf")):

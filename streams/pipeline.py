@@ -15,7 +15,7 @@ from typing import Any
 
 from .alerts import Alert
 from .decode import Decoded, Limits, decode
-from .engine import Engine, RecentIds, Shard, unpacked
+from .engine import Engine, RecentIds, Shard, packed, unpacked
 from .metrics import Health
 from .rules.base import Role
 from .topology import (
@@ -308,8 +308,19 @@ class Evaluator:
             for source in self.expected - shard.sources.keys():
                 shard.sources[source] = float("-inf")  # not heard from yet: hold the watermark back
             shard.rebuild_timers(self.engine)
+            self._pack_recovered(shard)
             self.shards[partition] = shard
         return shard
+
+    def _pack_recovered(self, shard: Shard) -> None:
+        """Records read back from the changelog are JSON lists: pack them as the shard would have
+        (``Shard``), in the store itself, so that the unchanged values are not logged again. Else a
+        restarted worker's recovered state would stay lists, walked by every garbage collection, until
+        each key was written again."""
+        for key in shard.store:  # this partition's keys
+            value = self.store.get(key)
+            if type(value) is list:
+                self.store[key] = packed(value)
 
     def on_record(self, partition: int, value: bytes | None, headers: Any) -> list[Alert]:
         """A record of the keyed topic: a tick, or an event with the rule keys it is for."""
