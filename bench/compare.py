@@ -44,6 +44,17 @@ def run_once(checkout: Path, workdir: Path, rate: float, seconds: float) -> dict
     return result
 
 
+def _commit(checkout: Path) -> str | None:
+    """The checkout's commit, marked ``+changes`` when its tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=checkout, check=False).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+changes" if dirty else head
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -73,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p99 = {name: [r["detection"]["p99_ms"] for r in runs if r["side"] == name] for name in sides}
     summary = {name: {"p99_ms": values, "median_p99_ms": median([v for v in values if v is not None])}
                for name, values in p99.items()}  # fmt: skip
-    checkouts = {name: str(path) for name, path in sides.items()}
+    checkouts = {name: {"path": str(path), "commit": _commit(path)} for name, path in sides.items()}
     write_result("compare", {"rate": args.rate, "seconds": args.seconds, "checkouts": checkouts, "runs": runs,
                              "summary": summary})  # fmt: skip
     for name, values in summary.items():
