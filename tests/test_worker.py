@@ -196,3 +196,60 @@ def test_changelog_end_offsets_come_from_a_fetch(session_broker, unique_prefix):
     assert fetched[TopicPartition(topic, 0)] == 23
     assert fetched[TopicPartition(empty, 0)] == 0
     assert listed[TopicPartition(topic, 0)] <= 23  # Tansu says 2 here; Apache Kafka would say 23
+
+
+def test_a_fetch_returns_only_the_active_partitions(session_broker, unique_prefix):
+    """Faust's fetch loop passes its live set of active partitions to the consumer thread; aiokafka
+    reads an empty one as every partition, and the records it then returns are dropped by Faust
+    after the consumer's position has moved past them (a restarted worker lost the rest of its log)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from streams.worker import fetch_only_active_partitions
+
+    topic = f"{unique_prefix}.events"
+    create_topics(session_broker.bootstrap, {topic: 2})
+    producer = KafkaProducer(bootstrap_servers=session_broker.bootstrap)
+    for n in range(10):
+        producer.send(topic, str(n).encode(), partition=n % 2)
+    producer.flush()
+    producer.close()
+    first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    thread = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))  # what _fetch_records reads of it
+
+    async def fetches(fetch_records: object) -> list[dict[TopicPartition, list[int]]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=session_broker.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([first, second])
+            await consumer.seek_to_beginning(first, second)
+            active: set[TopicPartition] = set()
+            out = []
+
+            async def fetch() -> dict[TopicPartition, list[int]]:
+                got = await fetch_records(thread, consumer, active, timeout=1.0)  # type: ignore[operator]
+                return {tp: [r.offset for r in records] for tp, records in got.items()}
+
+            out.append(await fetch())  # nothing active
+            positions = {tp: await consumer.position(tp) for tp in (first, second)}
+            out.append({tp: [pos] for tp, pos in positions.items()})
+            active.add(first)
+            out.append(await fetch())
+            active.add(second)
+            out.append(await fetch())
+            return out
+        finally:
+            await consumer.stop()
+
+    unpatched = AIOKafkaConsumerThread.__dict__.get("_modwatch_fetch_records", AIOKafkaConsumerThread._fetch_records)
+    assert asyncio.run(fetches(unpatched))[0] == {first: [0, 1, 2, 3, 4], second: [0, 1, 2, 3, 4]}  # the bug
+
+    fetch_only_active_partitions()
+    nothing, positions, only_first, then_second = asyncio.run(fetches(AIOKafkaConsumerThread._fetch_records))
+    assert nothing == {}
+    assert positions == {first: [0], second: [0]}  # nothing was consumed past
+    assert only_first == {first: [0, 1, 2, 3, 4]}
+    assert then_second == {second: [0, 1, 2, 3, 4]}
