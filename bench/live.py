@@ -383,12 +383,15 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
             changelog = tuple(worker.metric(f"modwatch_changelog_{what}_total") for what in ("records", "bytes"))
             alive = worker.alive()
         finally:
-            producer.close()
-            stop.set()
-            alerted, echoed = (out.get(timeout=30) if proc.is_alive() else {} for proc, _, out in watchers)
-            for proc, _, _ in watchers:
-                proc.join(10)
-            worker.stop()
+            try:
+                producer.close()
+                stop.set()
+                alerted, echoed = (out.get(timeout=30) if proc.is_alive() else {} for proc, _, out in watchers)
+                for proc, _, _ in watchers:
+                    if proc.pid is not None:  # started: a failed start left the others unstarted
+                        proc.join(10)
+            finally:
+                worker.stop()  # else a failed run left its worker running (seen: two, for half an hour)
     detection = [alerted[k] - t for k, t in sent_at.items() if k in alerted]
     transport = [echoed[k] - t for k, t in sent_at.items() if k in echoed]
     stored = [alerted[k] - t for k, t in stored_at.items() if k in alerted]

@@ -68,8 +68,9 @@ def app_env(bootstrap: str, app_id: str, input_topic: str, workdir: Path, partit
         "BENCH_LOOP": loop,
         "BENCH_FAUST": json.dumps(faust or {}),
     })  # fmt: skip
-    if os.environ.get("BENCH_GC_LOG"):
-        env["BENCH_GC_LOG"] = os.environ["BENCH_GC_LOG"]  # bench.worker_variant logs its collections
+    for name in ("BENCH_GC_LOG", "BENCH_STALL_LOG"):  # bench.worker_variant logs collections, stalls
+        if os.environ.get(name):
+            env[name] = os.environ[name]
     return env
 
 

@@ -5,16 +5,23 @@ measure one tuning at a time, or to put Faust's defaults back), plus ``fetch_max
 ``streams.worker.set_fetch_max_wait``, ``fast_delivery`` for ``streams.worker.deliver_without_tasks``
 and ``local_evaluation`` for the setting of that name;
 ``$BENCH_LOOP`` is ``uvloop`` or ``asyncio``; ``$BENCH_GC_LOG=1`` logs each garbage collection of
-10 ms or more (``log_gc_pauses``). Everything else comes from the usual ``MODWATCH_*`` environment.
+10 ms or more (``log_gc_pauses``); ``$BENCH_STALL_LOG=1`` logs each stall of the event loop of 40 ms
+or more with what the loop's thread was running (``log_stalls``). Everything else comes from the
+usual ``MODWATCH_*`` environment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
 import sys
+import threading
 import time
+import traceback
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from streams import app as app_module
@@ -45,9 +52,54 @@ def log_gc_pauses(threshold: float = 0.010) -> None:
     gc.callbacks.append(callback)
 
 
+def log_stalls(threshold: float = 0.040, every: float = 0.005) -> None:
+    """Log each stretch in which the event loop ran no callback of its own for ``threshold`` s or more:
+    a task beats every ``every`` s, a thread samples the loop thread's stack while the beat is late and
+    logs the most frequent innermost frames when it comes back. Samples come at the GIL's switch
+    interval (5 ms) at best, so a stall is seen from ~``threshold`` on."""
+    beat = [time.perf_counter()]
+    main_thread = threading.get_ident()
+    create_app = app_module.create_app
+
+    def with_heartbeat(*args: Any, **kwargs: Any) -> Any:
+        runtime = create_app(*args, **kwargs)
+
+        @runtime.app.task
+        async def heartbeat() -> None:
+            while True:
+                beat[0] = time.perf_counter()
+                await asyncio.sleep(every)
+
+        return runtime
+
+    app_module.create_app = with_heartbeat  # run_worker looks it up at call time
+
+    def watch() -> None:
+        samples: Counter[str] = Counter()
+        worst = 0.0
+        while True:
+            time.sleep(every)
+            late = time.perf_counter() - beat[0]
+            if late >= threshold:
+                worst = max(worst, late)
+                frame = sys._current_frames().get(main_thread)
+                if frame is not None:
+                    stack = traceback.extract_stack(frame)[-8:]
+                    samples[" < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))] += 1
+            elif worst:
+                top = "; ".join(f"{n}x {s}" for s, n in samples.most_common(3))
+                print(f"stall: {worst * 1000:.0f} ms at {time.time():.2f}: {top}", file=sys.stderr, flush=True)
+                samples.clear()
+                worst = 0.0
+
+    threading.Thread(target=watch, name="stall-watch", daemon=True).start()
+
+
 def main() -> int:
     if os.environ.get("BENCH_GC_LOG") == "1":
         log_gc_pauses()
+    if os.environ.get("BENCH_STALL_LOG") == "1":
+        log_stalls()
     extra = overrides()
     fetch_wait = extra.pop("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)  # null: Faust's 1,500 ms
     local = extra.pop("local_evaluation", None)  # null: the setting as configured
