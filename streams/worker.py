@@ -137,7 +137,10 @@ def seek_before_resuming() -> None:
     With this, stream partitions (not changelogs, which recovery resumes for itself) named in
     ``resume_partitions`` are held back until the next ``perform_seek`` has finished, as both of
     Faust's call sites follow one with the other. A failed seek still resumes them: the old
-    ordering, rather than a worker that stops reading.
+    ordering, rather than a worker that stops reading. While they are held, Faust's set of active
+    partitions can be empty, which aiokafka reads as every partition: install
+    ``fetch_only_active_partitions`` with this (``run_worker`` does), or records fetched during the
+    seek are dropped and never read again.
     """
     from faust.transport.consumer import Consumer
 
