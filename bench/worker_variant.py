@@ -56,8 +56,10 @@ def log_stalls(threshold: float = 0.040, every: float = 0.005) -> None:
     """Log each stretch in which the event loop ran no callback of its own for ``threshold`` s or more:
     a task beats every ``every`` s, a thread samples the loop thread's stack while the beat is late and
     logs the most frequent innermost frames when it comes back. Samples come at the GIL's switch
-    interval (5 ms) at best, so a stall is seen from ~``threshold`` on."""
-    beat = [time.perf_counter()]
+    interval (5 ms) at best, so a stall is seen from ~``threshold`` on. Nothing is watched before the
+    first beat (start-up). A sample whose innermost frame is ``execute_from_commandline`` caught the
+    loop in its own C code (uvloop), not in a Python callback."""
+    beat: list[float | None] = [None]
     main_thread = threading.get_ident()
     create_app = app_module.create_app
 
@@ -79,7 +81,10 @@ def log_stalls(threshold: float = 0.040, every: float = 0.005) -> None:
         worst = 0.0
         while True:
             time.sleep(every)
-            late = time.perf_counter() - beat[0]
+            last = beat[0]
+            if last is None:  # not started yet
+                continue
+            late = time.perf_counter() - last
             if late >= threshold:
                 worst = max(worst, late)
                 frame = sys._current_frames().get(main_thread)
