@@ -4,7 +4,8 @@ The latency at 2,000 events/s moves a lot from run to run on these machines (p99
 session's runs of the same code), so a change is judged by runs of both codes taken in turn: pair
 ``i`` runs OLD then NEW, pair ``i + 1`` NEW then OLD. Each run is ``bench.live.latency`` in a
 process started in that checkout (its ``streams`` and ``bench`` are imported from there), with this
-interpreter. Prints one line per run and writes them to ``bench/results/compare.json``.
+interpreter. Prints one line per run and writes them to ``bench/results/compare.json`` (``--name``
+for another file, so as not to overwrite a committed result).
 
     python -m bench.compare /tmp/old-clone . --pairs 2 --rate 2000
 
@@ -63,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=2, help="runs of each checkout (default 2)")
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s offered (default 2,000)")
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per run (default 60)")
+    parser.add_argument("--name", default="compare",
+                        help="write bench/results/NAME.json (default: compare)")
     args = parser.parse_args(argv)
+    if not args.name or Path(args.name).name != args.name:
+        parser.error(f"--name: {args.name!r} is not a plain file name")
     sides = {"old": args.old.resolve(), "new": args.new.resolve()}
     for name, checkout in sides.items():
         if not (checkout / "bench" / "live.py").is_file():
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {name: {"p99_ms": values, "median_p99_ms": median([v for v in values if v is not None])}
                for name, values in p99.items()}  # fmt: skip
     checkouts = {name: {"path": str(path), "commit": _commit(path)} for name, path in sides.items()}
-    write_result("compare", {"rate": args.rate, "seconds": args.seconds, "checkouts": checkouts, "runs": runs,
+    write_result(args.name, {"rate": args.rate, "seconds": args.seconds, "checkouts": checkouts, "runs": runs,
                              "summary": summary})  # fmt: skip
     for name, values in summary.items():
         print(f"{name}: p99 {values['p99_ms']} ms, median {values['median_p99_ms']} ms")

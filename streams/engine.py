@@ -96,8 +96,7 @@ def open_record(stored: Any) -> dict[str, list[Any]]:
     hold one rule's state, and a dict of one-item lists cost ~180 bytes more per key than a list of
     three. A record saved before (the dict itself) is read as it is; a packed one (``Shard``) is
     unpacked."""
-    if type(stored) is bytes:
-        stored = marshal.loads(stored)
+    stored = unpacked(stored)
     if not stored:
         return {}
     if isinstance(stored, dict):
@@ -621,8 +620,7 @@ class Engine:
         units: Counter[str] = Counter()
         sizes: Counter[str] = Counter()
         for stored in records:
-            if type(stored) is bytes:
-                stored = marshal.loads(stored)
+            stored = unpacked(stored)
             if not stored:
                 continue
             if type(stored) is list and len(stored) == 3:

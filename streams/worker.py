@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,11 +182,8 @@ class ActiveOnly:
     def __bool__(self) -> bool:
         return True  # never "every partition"
 
-    def __contains__(self, tp: object) -> bool:
+    def __contains__(self, tp: object) -> bool:  # all that ``fetched_records`` asks of it
         return tp in self.partitions
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(list(self.partitions))
 
 
 def fetch_only_active_partitions() -> None:
