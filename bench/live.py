@@ -14,6 +14,7 @@ import io
 import json
 import math
 import multiprocessing
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from streams.logio import iter_lines
 from streams.replay import replay
 from streams.topology import input_key
 
-from .common import log, median, ratio
+from .common import CpuMeter, log, median, ratio
 from .engine import ensure_log
 from .procs import (
     FAUST_DEFAULTS,
@@ -94,8 +95,9 @@ def raw_aiokafka(bootstrap: str, topic: str, total: int) -> float:
     return asyncio.run(run())
 
 
-def _run(kind: str, bootstrap: str, app_id: str, topic: str, workdir: Path, total: int, loop: str,
+def _run(kind: str, broker: EmbeddedBroker, app_id: str, topic: str, workdir: Path, total: int, loop: str,
          faust: dict[str, Any], partitions: int = 1, processes: int = 1) -> dict[str, Any]:  # fmt: skip
+    bootstrap = broker.bootstrap
     env = app_env(bootstrap, app_id, topic, workdir, partitions, loop, faust)
     procs = []
     try:
@@ -104,13 +106,32 @@ def _run(kind: str, bootstrap: str, app_id: str, topic: str, workdir: Path, tota
             if index:
                 proc_env = app_env(bootstrap, app_id, topic, workdir / f"p{index}", partitions, loop, faust)
             procs.append(Proc(kind, proc_env, workdir / f"{app_id}.log"))
-        timing = time_processing(procs, total, poll=TRIVIAL_POLL if kind == TRIVIAL else POLL)
+        others = {"broker": [broker.pid]} if broker.pid is not None else {}
+        timing = time_processing(procs, total, poll=TRIVIAL_POLL if kind == TRIVIAL else POLL, others=others)
         rebalances = sum(p.metric("modwatch_rebalances_total") or 0.0 for p in procs) if kind == WORKER else None
     finally:
         for proc in procs:
             proc.stop()
     return {"events_per_s": round(timing.events_per_s), "startup_s": round(timing.startup_s, 2),
-            "span_s": round(timing.span_s, 2), "rebalances": rebalances}  # fmt: skip
+            "span_s": round(timing.span_s, 2), "rebalances": rebalances, "cpu": timing.cpu}  # fmt: skip
+
+
+def _cpu_summary(runs: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Median cores used over the timed spans of ``runs``: by the timed processes, the broker, and
+    the whole machine (busy, and stolen by the hypervisor)."""
+    cpus = [run["cpu"] for run in runs if run.get("cpu")]
+    picks = {
+        "timed_cores": lambda c: c["cores"].get("timed"),
+        "broker_cores": lambda c: c["cores"].get("broker"),
+        "machine_busy_cores": lambda c: c.get("machine_busy_cores"),
+        "machine_steal_cores": lambda c: c.get("machine_steal_cores"),
+    }
+    out = {}
+    for name, pick in picks.items():
+        values = [v for v in map(pick, cpus) if v is not None]
+        if values:
+            out[name] = round(median(values), 2)
+    return out or None
 
 
 def throughput(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
@@ -139,7 +160,7 @@ def throughput(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
             order = list(variants) if rnd % 2 == 0 else list(reversed(variants))
             for index, name in enumerate(order):
                 kind, loop, faust = variants[name]
-                result = _run(kind, broker.bootstrap, f"r{rnd}v{index}", topic, workdir, events, loop, faust)
+                result = _run(kind, broker, f"r{rnd}v{index}", topic, workdir, events, loop, faust)
                 runs[name].append(result)
                 log(f"live: {name}: {result['events_per_s']:,} events/s")
     rate = {name: median([r["events_per_s"] for r in rs]) for name, rs in runs.items()}
@@ -149,7 +170,8 @@ def throughput(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
         "events": events,
         "rounds": rounds,
         "variants": {
-            name: {"events_per_s": round(rate[name]), "runs": rs, "ratio_vs_untuned_worker": ratio(rate[name], base)}
+            name: {"events_per_s": round(rate[name]), "runs": rs, "ratio_vs_untuned_worker": ratio(rate[name], base),
+                   "cpu": _cpu_summary(rs)}
             for name, rs in runs.items()
         },
         "tunings_tested": TUNINGS,
@@ -193,7 +215,7 @@ def scale_out(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
             for index, name in enumerate(order):
                 processes, faust = configs[name]
                 app_id = f"s{rnd}c{index}"
-                result = _run(WORKER, broker.bootstrap, app_id, topic, workdir / app_id, events, "uvloop", faust,
+                result = _run(WORKER, broker, app_id, topic, workdir / app_id, events, "uvloop", faust,
                               partitions=4, processes=processes)  # fmt: skip
                 runs[name].append(result)
                 log(f"scale-out: {name}: {result['events_per_s']:,} events/s")
@@ -207,6 +229,7 @@ def scale_out(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
             "one_worker_no_local_events_per_s": round(r1r), "two_workers_no_local_events_per_s": round(r2r),
             "ratio_two_vs_one": ratio(r2, r1), "ratio_two_no_standby_vs_one": ratio(r2s, r1),
             "ratio_two_vs_one_no_local": ratio(r2r, r1r),
+            "cpu": {name: _cpu_summary(rs) for name, rs in runs.items()},
             "goal_ratio": SCALE_GOAL, "met": r2 / r1 >= SCALE_GOAL}  # fmt: skip
 
 
@@ -345,12 +368,19 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
             sent_at: dict[str, float] = {}
             stored_at: dict[str, float] = {}
             log(f"latency: {rate:,.0f} events/s for {seconds:g} s, a rapid_takedown pair every {every:g} s")
+            # Cores used over the measured stretch: the worker, the broker, this process (the load
+            # generator) and the two watchers, and the whole machine.
+            meter = CpuMeter({"worker": [worker.proc.pid], "broker": [broker.pid] if broker.pid else [],
+                              "load generator": [os.getpid()],
+                              "watchers": [proc.pid for proc, _, _ in watchers if proc.pid is not None]})  # fmt: skip
             started = time.perf_counter()
             sent, pairs, next_pair = 0, 0, started + warmup
             for line in lines:
                 due = started + sent / rate
                 if due > started + warmup + seconds:
                     break
+                if not meter.started and due >= started + warmup:
+                    meter.start()
                 while (now := time.perf_counter()) < due:
                     time.sleep(min(due - now, 0.002))
                 event = json.loads(line.raw)
@@ -371,6 +401,7 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
                     pairs += 1
                     next_pair += every
             elapsed = time.perf_counter() - started
+            cpu = meter.stop()
             producer.flush()
             # Give the worker ``wait`` s to catch up; the watchers keep reading meanwhile.
             deadline = time.perf_counter() + wait
@@ -413,6 +444,7 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
         "changelog_records": None if changelog[0] is None else int(changelog[0]),
         "changelog_mb_per_s": None if changelog[1] is None else round(changelog[1] / 1e6 / elapsed, 2),
         "worker_alive": alive,
+        "cpu": cpu,  # cores used over the measured stretch (CpuMeter)
         "detection": det,
         "transport_baseline": base,
         "detection_from_broker_ack": _percentiles(stored, len(sent_at) - len(stored)),

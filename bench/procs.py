@@ -22,7 +22,7 @@ from typing import Any
 from streams.broker import free_port
 from streams.events import EVENT_TYPES
 
-from .common import REPO
+from .common import REPO, CpuMeter
 
 POLL = 0.2  # seconds between metric polls: +-0.2 s on runs of 10 s and more
 TRIVIAL_POLL = 0.05  # the trivial agent is through 20,000 events in a few seconds
@@ -127,11 +127,16 @@ class Timing:
     events_per_s: float
     startup_s: float  # spawn to the first poll that saw a processed event
     span_s: float  # first to last poll
+    cpu: dict[str, Any] | None = None  # CpuMeter's figures over the same span
 
 
-def time_processing(procs: Sequence[Proc], total: int, timeout: float = 900.0, poll: float = POLL) -> Timing:
-    """Poll until the processes together have processed ``total`` events; rate from first to last."""
+def time_processing(procs: Sequence[Proc], total: int, timeout: float = 900.0, poll: float = POLL,
+                    others: dict[str, Sequence[int]] | None = None) -> Timing:  # fmt: skip
+    """Poll until the processes together have processed ``total`` events; rate from first to last.
+    The cores the processes used over that span are measured too, with those of ``others`` (name:
+    pids; the broker) and the whole machine's."""
     spawned = min(p.started for p in procs)
+    meter = CpuMeter({"timed": [p.proc.pid for p in procs], **(others or {})})
     deadline = time.perf_counter() + timeout
     first: tuple[float, float] | None = None
     while True:
@@ -144,10 +149,11 @@ def time_processing(procs: Sequence[Proc], total: int, timeout: float = 900.0, p
         done = sum(c or 0.0 for c in counts)
         if first is None and done > 0:
             first = (now, done)
+            meter.start()
         if first is not None and done >= total:
             if done == first[1]:
                 raise RuntimeError(f"all {total} events were processed before the second poll: use more events")
-            return Timing((done - first[1]) / (now - first[0]), first[0] - spawned, now - first[0])
+            return Timing((done - first[1]) / (now - first[0]), first[0] - spawned, now - first[0], meter.stop())
         if now > deadline:
             raise RuntimeError(f"processed {done:.0f} of {total} events in {timeout:g} s:\n{procs[0].tail()}")
         time.sleep(max(0.0, poll - (time.perf_counter() - tick)))

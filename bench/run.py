@@ -107,6 +107,27 @@ def _mib(value: float) -> str:
     return f"{value / 2**20:,.0f} MiB"
 
 
+def _cpu(summary: dict[str, Any] | None, rate: float) -> str:
+    """The cores a live run's timed processes used and their CPU time per event, for runs that
+    measured it (since 30 Nov 2026 11:20)."""
+    if not summary or summary.get("timed_cores") is None or not rate:
+        return ""
+    text = f"; {summary['timed_cores']} cores, {summary['timed_cores'] / rate * 1e6:,.0f} us CPU/event"
+    if summary.get("broker_cores") is not None:
+        text += f" (broker {summary['broker_cores']} cores)"
+    return text
+
+
+def _latency_cpu(run: dict[str, Any]) -> str:
+    """Cores used over a latency run's measured stretch, for runs that measured it."""
+    cpu = run.get("cpu")
+    if not cpu:
+        return ""
+    parts = ", ".join(f"{name} {cores}" for name, cores in cpu["cores"].items() if cores is not None)
+    busy = cpu.get("machine_busy_cores")
+    return f"; cores used: {parts}" + (f"; machine {busy} of {cpu['nproc']} busy" if busy is not None else "")
+
+
 def table() -> str:
     """Markdown: the figures, each with its same-run baseline, ratio and goal."""
     rows: list[tuple[str, ...]] = []
@@ -138,8 +159,10 @@ def table() -> str:
         v = lv["variants"]
         shipped, trivial = v["worker as shipped"], v["trivial agent, same settings as shipped"]
         worker_rate = f"{shipped['events_per_s']:,} ev/s"
-        add(f"Live worker (as shipped), {lv['events']:,} events", worker_rate,
-            f"trivial Faust agent {trivial['events_per_s']:,} ev/s", f"{lv['worker_vs_trivial_same_settings']}x",
+        add(f"Live worker (as shipped), {lv['events']:,} events",
+            worker_rate + _cpu(shipped.get("cpu"), shipped["events_per_s"]),
+            f"trivial Faust agent {trivial['events_per_s']:,} ev/s" + _cpu(trivial.get("cpu"), trivial["events_per_s"]),
+            f"{lv['worker_vs_trivial_same_settings']}x",
             ">= 0.8x", _verdict(lv["worker_vs_trivial_same_settings"], 0.8))  # fmt: skip
         add("Live worker against the trivial agent on Faust defaults", worker_rate,
             f"trivial agent {v['trivial agent, Faust defaults']['events_per_s']:,} ev/s",
@@ -154,15 +177,22 @@ def table() -> str:
             f"trivial agent {trivial['events_per_s']:,} ev/s",
             f"agent {lv['trivial_vs_raw_aiokafka']}x, worker {lv['worker_vs_raw_aiokafka']}x of raw")  # fmt: skip
     if (s := _load("scaleout")) is not None:
-        add("Scale-out: 2 worker processes, 4 partitions", f"{s['two_workers_events_per_s']:,} ev/s",
-            f"1 worker {s['one_worker_events_per_s']:,} ev/s", f"{s['ratio_two_vs_one']}x", ">= 1.6x",
-            _verdict(s["ratio_two_vs_one"], 1.6))  # fmt: skip
-        add("Scale-out: same, without standby replicas", f"{s['two_workers_no_standby_events_per_s']:,} ev/s",
-            f"1 worker {s['one_worker_events_per_s']:,} ev/s", f"{s['ratio_two_no_standby_vs_one']}x", ">= 1.6x",
+        cpu = s.get("cpu") or {}
+        one_rate = s["one_worker_events_per_s"]
+        one = f"1 worker {one_rate:,} ev/s" + _cpu(cpu.get("1 worker"), one_rate)
+        add("Scale-out: 2 worker processes, 4 partitions",
+            f"{s['two_workers_events_per_s']:,} ev/s" + _cpu(cpu.get("2 workers"), s["two_workers_events_per_s"]),
+            one, f"{s['ratio_two_vs_one']}x", ">= 1.6x", _verdict(s["ratio_two_vs_one"], 1.6))  # fmt: skip
+        two_ns = s["two_workers_no_standby_events_per_s"]
+        add("Scale-out: same, without standby replicas",
+            f"{two_ns:,} ev/s" + _cpu(cpu.get("2 workers, table_standby_replicas=0"), two_ns),
+            one, f"{s['ratio_two_no_standby_vs_one']}x", ">= 1.6x",
             _verdict(s["ratio_two_no_standby_vs_one"], 1.6))  # fmt: skip
         if "ratio_two_vs_one_no_local" in s:
-            add("Scale-out: same, both without local evaluation", f"{s['two_workers_no_local_events_per_s']:,} ev/s",
-                f"1 worker without {s['one_worker_no_local_events_per_s']:,} ev/s",
+            one_nl, two_nl = s["one_worker_no_local_events_per_s"], s["two_workers_no_local_events_per_s"]
+            add("Scale-out: same, both without local evaluation",
+                f"{two_nl:,} ev/s" + _cpu(cpu.get("2 workers, without local evaluation"), two_nl),
+                f"1 worker without {one_nl:,} ev/s" + _cpu(cpu.get("1 worker, without local evaluation"), one_nl),
                 f"{s['ratio_two_vs_one_no_local']}x")  # fmt: skip
     if (lat := _load("latency")) is not None:
         for la in lat["runs"]:
@@ -178,7 +208,7 @@ def table() -> str:
             add(f"Detection latency, worker {la['variant']}, {la['achieved_rate']:,} ev/s offered "
                 f"({la['alerts_matched']}/{la['pairs']} "
                 f"pairs alerted; worker processed {la['events_processed_by_worker']:,}/{la['events_sent']:,} events"
-                f"{_changelog(la)})",
+                f"{_changelog(la)}{_latency_cpu(la)})",
                 f"p50 {p50}, p99 {p99}", f"{baseline} topic read-back p50 {_ms(b['p50_ms'])}, p99 {_ms(b['p99_ms'])}",
                 _latency_ratio(la) if caught_up else "-", "p99 <= 250 ms",
                 _verdict(d["p99_ms"], 250, False) if caught_up else "missed (fell behind)")  # fmt: skip
