@@ -24,7 +24,7 @@ from .config import RuleSet
 from .decode import Limits
 from .engine import Engine
 from .metrics import Health
-from .pipeline import Change, Evaluator, Outgoing, Router, Work, changelog_records
+from .pipeline import Change, Evaluator, Outgoing, Router, bundle, changelog_records
 from .settings import Settings
 from .sinks import SinkSet
 from .worker import CommitHook, state_logged_at_commit
@@ -37,6 +37,9 @@ BATCH_WITHIN = 0.02  # seconds a batch waits to fill: at a trickle, each agent a
 # and a record that finds its partition's batch full waits for that request's round trip: with
 # Faust's 16 KiB, a batch's state changes (~100 records at 2,000 events/s) waited so, 12-30 ms a batch.
 PRODUCER_BATCH_BYTES = 256 * 1024
+# Most bytes of event records packed into one keyed-topic record (``pipeline.bundle``): ~350 events
+# of ~700 bytes, well inside a produce request (``producer_max_request_size``, 1 MB).
+BUNDLE_BYTES = 256 * 1024
 RecordHeaders = list[tuple[str, bytes]]
 CENSUS_SHARE = 0.02  # the most of the worker's time that counting its state for the metrics may take
 RECORD_OVERHEAD = 1024  # bytes of a changelog record besides its key and value (headers, batch framing)
@@ -177,13 +180,6 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     # acked the input records behind it.
     batch_lock = asyncio.Lock()
 
-    async def dispatch(work: list[Work], alerts: list[Alert]) -> None:
-        for item in work:
-            if isinstance(item, Outgoing):
-                await send(item)
-            else:
-                alerts.extend(evaluator.on_local(item))
-
     async def finish(alerts: list[Alert]) -> None:
         await publish(alerts)  # before the state that remembers them: a crash repeats, never loses
         await log_changes(evaluator.flush())
@@ -203,13 +199,24 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     @app.agent(topics["input"], name="route")
     async def route(stream: faust.StreamT) -> None:
         # In batches, as ``evaluate``: a batch's records reach the producer together.
+        # The records for other workers' keyed partitions leave at the end of the batch, a
+        # partition's packed together (``bundle``; ``bundle_keyed_records: false`` sends them one by one).
         async for batch in batches(stream):
             async with batch_lock:
                 alerts: list[Alert] = []
+                outgoing: list[Outgoing] = []
                 for event in batch:
                     msg = event.message
-                    work = router.on_record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
-                    await dispatch(work, alerts)
+                    for item in router.on_record(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                                                 msg.headers):  # fmt: skip
+                        if isinstance(item, Outgoing):
+                            outgoing.append(item)
+                        else:
+                            alerts.extend(evaluator.on_local(item))
+                if settings.bundle_keyed_records:
+                    outgoing = bundle(outgoing, keyed_name, BUNDLE_BYTES)
+                for record in outgoing:
+                    await send(record)
                 await finish(alerts)
 
     @app.agent(topics["keyed"], name="evaluate")
@@ -240,8 +247,11 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     async def tick() -> None:
         # Through the keyed topic even for the partitions evaluated in place (``Router``'s docstring
         # says why); sent ticks are only applied by ``evaluate``, so never during a recovery.
-        for record in router.tick(caught_up):
-            await send(record)
+        # Under the batch lock: a tick must not reach a keyed partition before the events of the
+        # batch being routed, which leave at its end (their sources' event times are in the tick).
+        async with batch_lock:
+            for record in router.tick(caught_up):
+                await send(record)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: Any = None, **kwargs: Any) -> None:

@@ -19,13 +19,16 @@ from .engine import Engine, RecentIds, Shard, packed, unpacked
 from .metrics import Health
 from .rules.base import Role
 from .topology import (
+    H_BUNDLE,
     H_EVENT_ID,
     WATERMARK_KEY,
     Headers,
+    bundle_value,
     event_headers,
     partition_of,
     split_by_partition,
     tick_headers,
+    unbundle_value,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,47 @@ class LocalEvent:
 
 
 Work = Outgoing | LocalEvent
+
+BUNDLE_HEADERS = ((H_BUNDLE, b"1"),)
+
+
+def bundle(records: list[Outgoing], keyed_topic: str, max_bytes: int) -> list[Outgoing]:
+    """A batch's records to send, with its event records for the keyed topic packed several to a
+    record, per partition, in their order (``topology.bundle_value``), up to ``max_bytes`` of
+    values and headers each; a record alone in its partition, or too big to share, goes as it is.
+    Records for other topics go as they are, first.
+
+    The router's records for one keyed partition then cost the evaluating worker one record's trip
+    through Faust and aiokafka instead of one each (bench: two workers on four partitions spent
+    ~360-410 us of CPU an event, one worker ~180 us; sending every event through the keyed topic
+    cost one worker ~200 us an event more than evaluating it in place)."""
+    out: list[Outgoing] = []
+    groups: dict[int, list[Outgoing]] = {}
+    for record in records:
+        if record.topic == keyed_topic and record.partition is not None:
+            groups.setdefault(record.partition, []).append(record)
+        else:
+            out.append(record)
+    def flush(partition: int, chunk: list[Outgoing]) -> None:
+        if len(chunk) == 1:
+            out.append(chunk[0])
+        elif chunk:
+            value = bundle_value([(member.value, member.headers) for member in chunk])
+            stamp = max((m.timestamp for m in chunk if m.timestamp is not None), default=None)
+            out.append(Outgoing(keyed_topic, value, None, partition, stamp, BUNDLE_HEADERS))
+
+    for partition, members in groups.items():
+        chunk: list[Outgoing] = []
+        size = 0
+        for record in members:
+            length = len(record.value) + sum(len(name) + len(raw) for name, raw in record.headers)
+            if chunk and size + length > max_bytes:
+                flush(partition, chunk)
+                chunk, size = [], 0
+            chunk.append(record)
+            size += length
+        flush(partition, chunk)
+    return out
 
 
 class Router:
@@ -323,7 +367,22 @@ class Evaluator:
                 self.store[key] = packed(value)
 
     def on_record(self, partition: int, value: bytes | None, headers: Any) -> list[Alert]:
-        """A record of the keyed topic: a tick, or an event with the rule keys it is for."""
+        """A record of the keyed topic: a tick, an event with the rule keys it is for, or a bundle
+        of such events (``bundle``), each then handled as if it had come alone."""
+        items = headers.items() if isinstance(headers, dict) else headers or ()
+        if any(name == H_BUNDLE for name, _ in items):
+            try:
+                records = unbundle_value(value or b"")
+            except ValueError as exc:  # the router made it; a mismatch means a foreign writer
+                log.error("unreadable bundle on the keyed topic, partition %d: %s", partition, exc)
+                return []
+            alerts: list[Alert] = []
+            for member_value, member_headers in records:
+                alerts.extend(self._on_one(partition, member_value, member_headers))
+            return alerts
+        return self._on_one(partition, value, headers)
+
+    def _on_one(self, partition: int, value: bytes | None, headers: Any) -> list[Alert]:
         meta = Headers.parse(headers)
         if meta.tick is not None:
             return self.on_tick(partition, meta.tick)

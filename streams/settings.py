@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # rebalance Faust handed the agents records from a partition's tail before seeking back to its
     # committed offset (``streams.worker.seek_before_resuming`` fixes that).
     local_evaluation: bool = True
+    # Send a batch's events for another worker's keyed partition packed into one record instead of
+    # one record each (bench: see Performance). A worker of a version before 30 Nov 2026 cannot read
+    # such records: set false while any still runs (a rolling upgrade), then back to true.
+    bundle_keyed_records: bool = True
     data_dir: str = ".modwatch"  # Faust's local data directory
     # When set, target and data-subject ids in alerts are replaced by a keyed HMAC pseudonym.
     pseudonymize_key: SecretStr | None = None

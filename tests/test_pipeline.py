@@ -9,13 +9,15 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from streams.backtest import run_backtest
 from streams.config import load_rules
 from streams.decode import Limits
 from streams.engine import Engine, open_record, unpacked
 from streams.metrics import Health
-from streams.pipeline import Change, Evaluator, Outgoing, Router, changelog_records
-from streams.topology import H_TICK, WATERMARK_KEY, partition_of
+from streams.pipeline import Change, Evaluator, Outgoing, Router, bundle, changelog_records
+from streams.topology import H_BUNDLE, H_TICK, WATERMARK_KEY, bundle_value, partition_of, unbundle_value
 
 from .worker_harness import REPO
 
@@ -216,12 +218,15 @@ def test_ticks_report_only_what_the_logged_state_covers() -> None:
 # -- evaluation in place: the keyed partitions a worker owns skip the keyed topic ------------------
 
 
-def _two_workers(local: bool, lag: int) -> tuple[dict[str, Any], Counter[str], int, int]:
+def _two_workers(local: bool, lag: int, batch: int = 0,
+                 max_bytes: int = 4096) -> tuple[dict[str, Any], Counter[str], int, int]:  # fmt: skip
     """The example log through two simulated workers, each reading one input partition (by actor)
     and owning two of four keyed partitions. A record for the other worker's partition reaches it
     ``lag`` events later, as the keyed topic would deliver it; ticks every 50 events. With ``local``,
-    each worker evaluates its own partitions in place. Returns the alerts by id, the events counted,
-    the late events and the event records sent through the keyed topic."""
+    each worker evaluates its own partitions in place. With ``batch``, the records of every ``batch``
+    events leave together at the batch's end, packed by ``bundle`` (and before a tick, as the app's
+    batch lock makes them). Returns the alerts by id, the events counted, the late events and the
+    event records sent through the keyed topic."""
     ruleset = load_rules(REPO / "config")
     owned = ({0, 1}, {2, 3})
     engines = [Engine(ruleset), Engine(ruleset)]
@@ -233,12 +238,22 @@ def _two_workers(local: bool, lag: int) -> tuple[dict[str, Any], Counter[str], i
             router.evaluate_locally(mine)
     alerts: dict[str, Any] = {}
     in_flight: deque[tuple[int, Outgoing]] = deque()
+    pending: list[Outgoing] = []
     sent = 0
+
+    def leave(index: int) -> None:
+        nonlocal sent
+        for record in bundle(pending, "keyed", max_bytes):
+            sent += 1
+            in_flight.append((index + lag, record))
+        pending.clear()
 
     def run(work: list[Any], index: int) -> None:
         nonlocal sent
         for item in work:
-            if isinstance(item, Outgoing):
+            if isinstance(item, Outgoing) and batch and item.value:
+                pending.append(item)
+            elif isinstance(item, Outgoing):
                 sent += bool(item.value)  # an event, not a tick
                 in_flight.append((index + lag, item))
             else:
@@ -256,10 +271,13 @@ def _two_workers(local: bool, lag: int) -> tuple[dict[str, Any], Counter[str], i
     for index, line in enumerate(lines):
         source = zlib.crc32(json.loads(line)["actor"]["id"].encode()) % 2
         run(routers[source].on_record("in", source, index, None, line.encode()), index)
+        if batch and (index % batch == batch - 1 or index % 50 == 49):
+            leave(index)
         if index % 50 == 49:
             for router in routers:
                 run(router.tick(), index)
         deliver(index)
+    leave(len(lines))
     for router in routers:
         run(router.tick(), len(lines))
     deliver(len(lines) + lag)
@@ -280,6 +298,51 @@ def test_evaluating_owned_partitions_in_place_gives_the_same_alerts() -> None:
         assert local_counted == remote_counted and sum(local_counted.values()) == len(EXAMPLE.read_text().splitlines())
         assert local_late == remote_late == 0
         assert 0 < local_sent < remote_sent
+
+
+def test_bundled_keyed_records_give_the_same_alerts_in_fewer_records() -> None:
+    """A batch's records for a keyed partition packed into one (``bundle``) reach the evaluator as
+    if each had come alone: the same alerts field by field, every event counted once, none late,
+    with and without evaluation in place, and several events to a record (bundles of at most 4 KiB
+    here, so that a batch's partition also splits into several)."""
+    for local in (False, True):
+        alone, alone_counted, _, alone_sent = _two_workers(local=local, lag=7)
+        packed_alerts, packed_counted, packed_late, packed_sent = _two_workers(local=local, lag=7, batch=20)
+        assert packed_alerts == alone
+        assert packed_counted == alone_counted and packed_late == 0
+        assert 0 < packed_sent < alone_sent / 2, (packed_sent, alone_sent)
+
+
+def test_bundle_packs_a_partitions_records_in_order_and_leaves_the_rest() -> None:
+    def event(part: int, n: int, size: int = 10) -> Outgoing:
+        return Outgoing("keyed", bytes([65 + n]) * size, None, part, float(n), (("mw-keys", f"k{n}".encode()),))
+
+    dead = Outgoing("dead", b"bad", b"key", None, None, (("mw-dl-reason", b"invalid_json"),))
+    records = [event(0, 0), dead, event(1, 1), event(0, 2), event(0, 3, size=200), event(0, 4)]
+    out = bundle(records, "keyed", max_bytes=100)
+    assert out[0] == dead
+    by_partition: dict[int, list[Outgoing]] = {}
+    for record in out[1:]:
+        assert record.partition is not None
+        by_partition.setdefault(record.partition, []).append(record)
+    assert by_partition[1] == [records[2]]  # alone in its partition: sent as it is
+    first, big, last = by_partition[0]
+    assert first.headers == ((H_BUNDLE, b"1"),) and first.timestamp == 2.0
+    assert unbundle_value(first.value) == [(r.value, list(r.headers)) for r in (records[0], records[3])]
+    assert big == records[4]  # over max_bytes with anything else: alone
+    assert last == records[5]
+
+
+def test_a_bundle_comes_back_byte_for_byte_and_a_foreign_one_is_refused(caplog: Any) -> None:
+    parts = [(b'{"a": 1}', [("mw-keys", "target=caf\u00e9".encode())]), (b"", []), (b"\xff\x00", [("k", b"\xff\n")])]
+    assert unbundle_value(bundle_value(parts)) == parts
+    value = bundle_value(parts)
+    for bad in (b"", b"\x00\x00\x00\x02{}", value[:-1], value + b"x", b"\x00\x00\x00\x09[[-1,[]]]"):
+        with pytest.raises(ValueError):
+            unbundle_value(bad)
+    evaluator = Evaluator(Engine(load_rules(REPO / "config")), {}, PARTITIONS)
+    assert evaluator.on_record(0, value[:-1], [(H_BUNDLE, b"1")]) == []
+    assert "unreadable bundle on the keyed topic, partition 0" in caplog.text
 
 
 def test_one_worker_owning_every_partition_sends_only_ticks_through_the_keyed_topic() -> None:
