@@ -194,7 +194,8 @@ def throughput(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
 
 def scale_out(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
     """One worker process against two, on 4-partition topics (shipped settings); two without
-    standby replicas (Faust's default keeps one: each worker also reads the other's changelog); and
+    standby replicas (Faust's default keeps one: each worker also reads the other's changelog); two
+    sending their keyed records one by one (``bundle_keyed_records: false``); and
     one and two without local evaluation (one worker evaluates every keyed partition in place, two
     send each other about half of the events through the keyed topic)."""
     path = ensure_log(workdir / f"live-{events}.jsonl", events, seed=3)
@@ -202,6 +203,7 @@ def scale_out(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
         "1 worker": (1, {}),
         "2 workers": (2, {}),
         "2 workers, table_standby_replicas=0": (2, {"table_standby_replicas": 0}),
+        "2 workers, without bundles": (2, {"bundle_keyed_records": False}),
         "1 worker, without local evaluation": (1, {"local_evaluation": False}),
         "2 workers, without local evaluation": (2, {"local_evaluation": False}),
     }
@@ -223,12 +225,15 @@ def scale_out(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
     r1, r2 = rate["1 worker"], rate["2 workers"]
     r2s = rate["2 workers, table_standby_replicas=0"]
     r1r, r2r = rate["1 worker, without local evaluation"], rate["2 workers, without local evaluation"]
+    r2b = rate["2 workers, without bundles"]
     return {"events": events, "partitions": 4, "rounds": rounds, "runs": runs,
             "one_worker_events_per_s": round(r1), "two_workers_events_per_s": round(r2),
             "two_workers_no_standby_events_per_s": round(r2s),
             "one_worker_no_local_events_per_s": round(r1r), "two_workers_no_local_events_per_s": round(r2r),
             "ratio_two_vs_one": ratio(r2, r1), "ratio_two_no_standby_vs_one": ratio(r2s, r1),
             "ratio_two_vs_one_no_local": ratio(r2r, r1r),
+            "two_workers_no_bundles_events_per_s": round(r2b), "ratio_two_no_bundles_vs_one": ratio(r2b, r1),
+            "bundles_gain_two_workers": ratio(r2, r2b),
             "cpu": {name: _cpu_summary(rs) for name, rs in runs.items()},
             "goal_ratio": SCALE_GOAL, "met": r2 / r1 >= SCALE_GOAL}  # fmt: skip
 

@@ -188,6 +188,11 @@ def table() -> str:
             f"{two_ns:,} ev/s" + _cpu(cpu.get("2 workers, table_standby_replicas=0"), two_ns),
             one, f"{s['ratio_two_no_standby_vs_one']}x", ">= 1.6x",
             _verdict(s["ratio_two_no_standby_vs_one"], 1.6))  # fmt: skip
+        if "bundles_gain_two_workers" in s:
+            two_nb = s["two_workers_no_bundles_events_per_s"]
+            add("Scale-out: same, keyed records sent one by one (`bundle_keyed_records: false`)",
+                f"{two_nb:,} ev/s" + _cpu(cpu.get("2 workers, without bundles"), two_nb), one,
+                f"{s['ratio_two_no_bundles_vs_one']}x; as shipped {s['bundles_gain_two_workers']}x it")  # fmt: skip
         if "ratio_two_vs_one_no_local" in s:
             one_nl, two_nl = s["one_worker_no_local_events_per_s"], s["two_workers_no_local_events_per_s"]
             add("Scale-out: same, both without local evaluation",

@@ -3,7 +3,7 @@
 ``$BENCH_FAUST`` is a JSON object of Faust settings laid over ``streams.app._faust_settings`` (to
 measure one tuning at a time, or to put Faust's defaults back), plus ``fetch_max_wait_ms`` for
 ``streams.worker.set_fetch_max_wait``, ``fast_delivery`` for ``streams.worker.deliver_without_tasks``
-and ``local_evaluation`` for the setting of that name;
+and ``local_evaluation`` and ``bundle_keyed_records`` for the settings of those names;
 ``$BENCH_LOOP`` is ``uvloop`` or ``asyncio``; ``$BENCH_GC_LOG=1`` logs each garbage collection of
 10 ms or more (``log_gc_pauses``); ``$BENCH_STALL_LOG=1`` logs each stall of the event loop of 40 ms
 or more with what the loop's thread was running (``log_stalls``). Everything else comes from the
@@ -100,6 +100,9 @@ def log_stalls(threshold: float = 0.040, every: float = 0.005) -> None:
     threading.Thread(target=watch, name="stall-watch", daemon=True).start()
 
 
+MODWATCH_SETTINGS = ("local_evaluation", "bundle_keyed_records")  # modwatch's own, not Faust's
+
+
 def main() -> int:
     if os.environ.get("BENCH_GC_LOG") == "1":
         log_gc_pauses()
@@ -107,7 +110,8 @@ def main() -> int:
         log_stalls()
     extra = overrides()
     fetch_wait = extra.pop("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)  # null: Faust's 1,500 ms
-    local = extra.pop("local_evaluation", None)  # null: the setting as configured
+    # null or absent: the setting as configured
+    own = {name: bool(value) for name in MODWATCH_SETTINGS if (value := extra.pop(name, None)) is not None}
     fast_delivery = bool(extra.pop("fast_delivery", True))
     shipped = app_module._faust_settings
 
@@ -116,7 +120,7 @@ def main() -> int:
 
     app_module._faust_settings = patched  # create_app looks it up at call time
     loop = os.environ.get("BENCH_LOOP", "uvloop")
-    settings = Settings() if local is None else Settings(local_evaluation=bool(local))
+    settings = Settings(**own)
     return run_worker(settings, loglevel="warning", loop=loop, fetch_max_wait_ms=fetch_wait,
                       fast_delivery=fast_delivery)  # fmt: skip
 
