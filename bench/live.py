@@ -113,7 +113,8 @@ def _run(kind: str, broker: EmbeddedBroker, app_id: str, topic: str, workdir: Pa
         for proc in procs:
             proc.stop()
     return {"events_per_s": round(timing.events_per_s), "startup_s": round(timing.startup_s, 2),
-            "span_s": round(timing.span_s, 2), "rebalances": rebalances, "cpu": timing.cpu}  # fmt: skip
+            "span_s": round(timing.span_s, 2), "rebalances": rebalances, "cpu": timing.cpu,
+            **({"overlap": timing.overlap} if timing.overlap else {})}  # fmt: skip
 
 
 def _cpu_summary(runs: list[dict[str, Any]]) -> dict[str, float] | None:

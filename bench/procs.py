@@ -128,6 +128,36 @@ class Timing:
     startup_s: float  # spawn to the first poll that saw a processed event
     span_s: float  # first to last poll
     cpu: dict[str, Any] | None = None  # CpuMeter's figures over the same span
+    overlap: dict[str, Any] | None = None  # several processes: ``_overlap``
+
+
+def _overlap(polls: list[tuple[float, list[float]]]) -> dict[str, Any] | None:
+    """For several processes timed together: when each started and stopped processing (seconds from
+    the first poll that saw an event), and the rate while **all** of them were processing, from the
+    first poll at which each had processed an event to the last poll before the first of them had
+    processed its last. A process that starts late (its assignment or recovery took longer) or ends
+    early (its partitions held fewer events) lowers the first-to-last rate without saying so."""
+    if not polls or len(polls[0][1]) < 2:
+        return None
+    origin = next(t for t, counts in polls if sum(counts) > 0)
+    firsts, lasts = [], []
+    for index in range(len(polls[0][1])):
+        series = [(t, counts[index]) for t, counts in polls]
+        final = series[-1][1]
+        firsts.append(next((t for t, c in series if c > 0), None))
+        lasts.append(next((t for t, c in series if c >= final), None))
+    out: dict[str, Any] = {
+        "started_s": [None if t is None else round(t - origin, 2) for t in firsts],
+        "finished_s": [None if t is None else round(t - origin, 2) for t in lasts],
+    }
+    if None in firsts or None in lasts:
+        return out
+    start, end = max(t for t in firsts if t is not None), min(t for t in lasts if t is not None)
+    window = [(t, sum(counts)) for t, counts in polls if start <= t <= end]
+    if len(window) >= 2 and window[-1][0] > window[0][0]:
+        out["all_active_s"] = round(window[-1][0] - window[0][0], 2)
+        out["all_active_events_per_s"] = round((window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]))
+    return out
 
 
 def time_processing(procs: Sequence[Proc], total: int, timeout: float = 900.0, poll: float = POLL,
@@ -139,6 +169,7 @@ def time_processing(procs: Sequence[Proc], total: int, timeout: float = 900.0, p
     meter = CpuMeter({"timed": [p.proc.pid for p in procs], **(others or {})})
     deadline = time.perf_counter() + timeout
     first: tuple[float, float] | None = None
+    polls: list[tuple[float, list[float]]] = []
     while True:
         tick = time.perf_counter()
         counts = [p.processed() for p in procs]
@@ -147,13 +178,15 @@ def time_processing(procs: Sequence[Proc], total: int, timeout: float = 900.0, p
             if not p.alive():
                 raise RuntimeError(f"{p.module} exited with {p.proc.returncode}:\n{p.tail()}")
         done = sum(c or 0.0 for c in counts)
+        polls.append((now, [c or 0.0 for c in counts]))
         if first is None and done > 0:
             first = (now, done)
             meter.start()
         if first is not None and done >= total:
             if done == first[1]:
                 raise RuntimeError(f"all {total} events were processed before the second poll: use more events")
-            return Timing((done - first[1]) / (now - first[0]), first[0] - spawned, now - first[0], meter.stop())
+            return Timing((done - first[1]) / (now - first[0]), first[0] - spawned, now - first[0], meter.stop(),
+                          _overlap(polls))  # fmt: skip
         if now > deadline:
             raise RuntimeError(f"processed {done:.0f} of {total} events in {timeout:g} s:\n{procs[0].tail()}")
         time.sleep(max(0.0, poll - (time.perf_counter() - tick)))
