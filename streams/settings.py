@@ -84,11 +84,12 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(default=6.0, gt=0)  # short joins on Tansu; raise for Apache Kafka
     heartbeat_seconds: float = Field(default=1.0, gt=0)
     # Hot standby copies of each table partition on other workers: a failover then needs no changelog
-    # read-back, but every worker also consumes its peers' changelogs (bench: 2 workers 4,440 events/s
-    # with 1, 5,676 with 0; recovering 87k state entries from the changelog took ~12 s on Tansu).
+    # read-back, but every worker also consumes its peers' changelogs (bench: 2 workers 5,674 events/s
+    # with 1, 7,186 with 0; recovering 87k state entries from the changelog took ~12 s on Tansu).
     standby_replicas: int = Field(default=1, ge=0)
     # Evaluate an event in the routing stage for the keyed partitions this worker owns, instead of
-    # sending it through the keyed topic to itself (bench: 1.5x the throughput, half the p50 latency).
+    # sending it through the keyed topic to itself (bench, one worker: 1.16x the throughput with keyed
+    # bundles, 1.72x before them; a third of the p99 latency at 250 events/s).
     # Off from 30 Nov 2026 00:30 until the cause of a fault-test failure with it on was found: after a
     # rebalance Faust handed the agents records from a partition's tail before seeking back to its
     # committed offset (``streams.worker.seek_before_resuming`` fixes that).
