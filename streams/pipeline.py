@@ -82,6 +82,7 @@ def bundle(records: list[Outgoing], keyed_topic: str, max_bytes: int) -> list[Ou
             groups.setdefault(record.partition, []).append(record)
         else:
             out.append(record)
+
     def flush(partition: int, chunk: list[Outgoing]) -> None:
         if len(chunk) == 1:
             out.append(chunk[0])
