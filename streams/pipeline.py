@@ -370,8 +370,8 @@ class Evaluator:
     def on_record(self, partition: int, value: bytes | None, headers: Any) -> list[Alert]:
         """A record of the keyed topic: a tick, an event with the rule keys it is for, or a bundle
         of such events (``bundle``), each then handled as if it had come alone."""
-        items = headers.items() if isinstance(headers, dict) else headers or ()
-        if any(name == H_BUNDLE for name, _ in items):
+        meta = Headers.parse(headers)
+        if meta.bundle:
             try:
                 records = unbundle_value(value or b"")
             except ValueError as exc:  # the router made it; a mismatch means a foreign writer
@@ -379,12 +379,11 @@ class Evaluator:
                 return []
             alerts: list[Alert] = []
             for member_value, member_headers in records:
-                alerts.extend(self._on_one(partition, member_value, member_headers))
+                alerts.extend(self._on_one(partition, member_value, Headers.parse(member_headers)))
             return alerts
-        return self._on_one(partition, value, headers)
+        return self._on_one(partition, value, meta)
 
-    def _on_one(self, partition: int, value: bytes | None, headers: Any) -> list[Alert]:
-        meta = Headers.parse(headers)
+    def _on_one(self, partition: int, value: bytes | None, meta: Headers) -> list[Alert]:
         if meta.tick is not None:
             return self.on_tick(partition, meta.tick)
         out = decode(value or b"", Limits(max_bytes=max(len(value or b""), 1)), now=float("inf"))

@@ -58,6 +58,7 @@ class Headers:
     primary: bool
     tick: dict[str, float | None] | None
     arrival: float | None = None
+    bundle: bool = False  # the value packs several event records (``bundle_value``)
 
     @classmethod
     def parse(cls, raw: Iterable[tuple[str, bytes]] | dict[str, bytes] | None) -> Headers:
@@ -71,6 +72,7 @@ class Headers:
             primary=items.get(H_PRIMARY) == b"1",
             tick=tick,
             arrival=float(items[H_ARRIVAL]) if H_ARRIVAL in items else None,
+            bundle=H_BUNDLE in items,
         )
 
 
@@ -108,7 +110,7 @@ def bundle_value(records: Sequence[RecordParts]) -> bytes:
     character and back), then the values one after the other.
     """
     meta = json.dumps(
-        [[len(value), [[name, bytes(raw).decode("latin-1")] for name, raw in headers]] for value, headers in records],
+        [[len(value), [[name, raw.decode("latin-1")] for name, raw in headers]] for value, headers in records],
         separators=(",", ":"),
     ).encode("utf-8")
     return len(meta).to_bytes(4, "big") + meta + b"".join(value for value, _ in records)
