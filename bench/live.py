@@ -194,16 +194,16 @@ def throughput(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
 
 
 def scale_out(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
-    """One worker process against two, on 4-partition topics (shipped settings); two without
-    standby replicas (Faust's default keeps one: each worker also reads the other's changelog); two
-    sending their keyed records one by one (``bundle_keyed_records: false``); and
+    """One worker process against two, on 4-partition topics (shipped settings); two with a
+    standby replica (``standby_replicas: 1``, Faust's default: each worker also reads the other's
+    changelog); two sending their keyed records one by one (``bundle_keyed_records: false``); and
     one and two without local evaluation (one worker evaluates every keyed partition in place, two
     send each other about half of the events through the keyed topic)."""
     path = ensure_log(workdir / f"live-{events}.jsonl", events, seed=3)
     configs: dict[str, tuple[int, dict[str, Any]]] = {
         "1 worker": (1, {}),
         "2 workers": (2, {}),
-        "2 workers, table_standby_replicas=0": (2, {"table_standby_replicas": 0}),
+        "2 workers, standby_replicas=1": (2, {"standby_replicas": 1}),
         "2 workers, without bundles": (2, {"bundle_keyed_records": False}),
         "1 worker, without local evaluation": (1, {"local_evaluation": False}),
         "2 workers, without local evaluation": (2, {"local_evaluation": False}),
@@ -224,19 +224,88 @@ def scale_out(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
                 log(f"scale-out: {name}: {result['events_per_s']:,} events/s")
     rate = {name: median([r["events_per_s"] for r in rs]) for name, rs in runs.items()}
     r1, r2 = rate["1 worker"], rate["2 workers"]
-    r2s = rate["2 workers, table_standby_replicas=0"]
+    r2s = rate["2 workers, standby_replicas=1"]
     r1r, r2r = rate["1 worker, without local evaluation"], rate["2 workers, without local evaluation"]
     r2b = rate["2 workers, without bundles"]
     return {"events": events, "partitions": 4, "rounds": rounds, "runs": runs,
             "one_worker_events_per_s": round(r1), "two_workers_events_per_s": round(r2),
-            "two_workers_no_standby_events_per_s": round(r2s),
+            "two_workers_standby_events_per_s": round(r2s),
             "one_worker_no_local_events_per_s": round(r1r), "two_workers_no_local_events_per_s": round(r2r),
-            "ratio_two_vs_one": ratio(r2, r1), "ratio_two_no_standby_vs_one": ratio(r2s, r1),
+            "ratio_two_vs_one": ratio(r2, r1), "ratio_two_standby_vs_one": ratio(r2s, r1),
+            "standby_cost_two_workers": ratio(r2s, r2),
             "ratio_two_vs_one_no_local": ratio(r2r, r1r),
             "two_workers_no_bundles_events_per_s": round(r2b), "ratio_two_no_bundles_vs_one": ratio(r2b, r1),
             "bundles_gain_two_workers": ratio(r2, r2b),
             "cpu": {name: _cpu_summary(rs) for name, rs in runs.items()},
             "goal_ratio": SCALE_GOAL, "met": r2 / r1 >= SCALE_GOAL}  # fmt: skip
+
+
+def _processed(procs: list[Proc]) -> float:
+    return sum(p.processed() or 0.0 for p in procs)
+
+
+def _failover_run(broker: EmbeddedBroker, lines: list[str], app_id: str, workdir: Path,
+                  faust: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Two workers process ``lines[:-4]`` on 4 partitions; one stops (SIGTERM: it leaves the group
+    at once); then one record reaches each partition. Time from the stop to the survivor having
+    processed all four: the group's rebalance, the survivor's state recovery, and its first records."""
+    body, markers = lines[:-4], lines[-4:]
+    topic = f"{app_id}.events"
+    (workdir / f"{app_id}.jsonl").write_text("\n".join(body) + "\n")
+    _replay(broker.bootstrap, workdir / f"{app_id}.jsonl", topic, 4)
+    procs = [Proc(WORKER, app_env(broker.bootstrap, app_id, topic, workdir / f"{app_id}-{i}", 4, "uvloop", faust),
+                  workdir / f"{app_id}-{i}.log") for i in range(2)]  # fmt: skip
+    try:
+        deadline = time.perf_counter() + 900
+        while _processed(procs) < len(body):
+            if time.perf_counter() > deadline or not all(p.alive() for p in procs):
+                raise RuntimeError(f"failover run {app_id}: workers did not process {len(body):,} events:\n"
+                                   f"{procs[0].tail()}")  # fmt: skip
+            time.sleep(0.2)
+        time.sleep(6)  # the workers sample their state size every 5 s; standbys catch up
+        keys = [int(p.metric("modwatch_state_keys") or 0) for p in procs]
+        survivor = procs[0]
+        before = survivor.processed() or 0.0
+        stopped = time.perf_counter()
+        procs[1].stop()
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        for partition, line in enumerate(markers):
+            producer.send(topic, line.encode(), partition=partition)
+        producer.flush()
+        producer.close()
+        while (survivor.processed() or 0.0) < before + len(markers):
+            if time.perf_counter() - stopped > 600 or not survivor.alive():
+                raise RuntimeError(f"failover run {app_id}: the survivor did not take over:\n{survivor.tail()}")
+            time.sleep(0.1)
+        took = time.perf_counter() - stopped
+        time.sleep(6)
+        keys_after = int(survivor.metric("modwatch_state_keys") or 0)
+    finally:
+        for proc in procs:
+            proc.stop()
+    return {"failover_s": round(took, 2), "state_keys_before": keys, "state_keys_after": keys_after}
+
+
+def failover(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
+    """Two workers, one stopped: how long until the other processes the stopped one's partitions,
+    with standby replicas (``standby_replicas: 1``) and without (as shipped). A standby copy is
+    meant to spare the survivor reading the state back from the changelog."""
+    path = ensure_log(workdir / f"failover-{events + 4}.jsonl", events + 4, seed=3)
+    lines = [line.raw.decode() for line in iter_lines([str(path)])]
+    configs: dict[str, dict[str, Any]] = {"standby_replicas=0": {}, "standby_replicas=1": {"standby_replicas": 1}}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+    for rnd in range(rounds):
+        with EmbeddedBroker() as broker:
+            order = list(configs) if rnd % 2 == 0 else list(reversed(configs))
+            for index, name in enumerate(order):
+                result = _failover_run(broker, lines, f"fo{rnd}c{index}", workdir, configs[name])
+                runs[name].append(result)
+                log(f"failover: {name}: survivor took over in {result['failover_s']} s "
+                    f"(state entries {result['state_keys_before']} -> {result['state_keys_after']})")  # fmt: skip
+    took = {name: median([r["failover_s"] for r in rs]) for name, rs in runs.items()}
+    return {"events": events, "partitions": 4, "rounds": rounds, "runs": runs,
+            "failover_s": {name: round(t, 2) for name, t in took.items()},
+            "ratio_standby_vs_none": ratio(took["standby_replicas=1"], took["standby_replicas=0"])}  # fmt: skip
 
 
 # -- detection latency --------------------------------------------------------------------------

@@ -100,7 +100,8 @@ def log_stalls(threshold: float = 0.040, every: float = 0.005) -> None:
     threading.Thread(target=watch, name="stall-watch", daemon=True).start()
 
 
-MODWATCH_SETTINGS = ("local_evaluation", "bundle_keyed_records")  # modwatch's own, not Faust's
+# modwatch's own settings, not Faust's, with their types
+MODWATCH_SETTINGS: dict[str, type] = {"local_evaluation": bool, "bundle_keyed_records": bool, "standby_replicas": int}
 
 
 def main() -> int:
@@ -111,7 +112,8 @@ def main() -> int:
     extra = overrides()
     fetch_wait = extra.pop("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)  # null: Faust's 1,500 ms
     # null or absent: the setting as configured
-    own = {name: bool(value) for name in MODWATCH_SETTINGS if (value := extra.pop(name, None)) is not None}
+    own = {name: cast(value) for name, cast in MODWATCH_SETTINGS.items()
+           if (value := extra.pop(name, None)) is not None}  # fmt: skip
     fast_delivery = bool(extra.pop("fast_delivery", True))
     shipped = app_module._faust_settings
 

@@ -83,10 +83,11 @@ class Settings(BaseSettings):
     alertmanager_resolve_after_seconds: float = Field(default=3600.0, ge=0)
     session_timeout_seconds: float = Field(default=6.0, gt=0)  # short joins on Tansu; raise for Apache Kafka
     heartbeat_seconds: float = Field(default=1.0, gt=0)
-    # Hot standby copies of each table partition on other workers: a failover then needs no changelog
-    # read-back, but every worker also consumes its peers' changelogs (bench: 2 workers 5,674 events/s
-    # with 1, 7,186 with 0; recovering 87k state entries from the changelog took ~12 s on Tansu).
-    standby_replicas: int = Field(default=1, ge=0)
+    # Standby copies of each table partition on other workers (Faust's table_standby_replicas). With
+    # the in-memory store they buy no faster failover: after any rebalance Faust reads every state
+    # partition back from its changelog's start, copy or not (``app.STANDBY_WARNING``). Each copy
+    # costs its worker CPU (bench, 2 workers: 5,674 events/s with 1, 7,186 with 0). Faust's default is 1.
+    standby_replicas: int = Field(default=0, ge=0)
     # Evaluate an event in the routing stage for the keyed partitions this worker owns, instead of
     # sending it through the keyed topic to itself (bench, one worker: 1.16x the throughput with keyed
     # bundles, 1.72x before them; a third of the p99 latency at 250 events/s).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -73,5 +74,34 @@ def test_worker_refuses_a_bad_settings_file_before_connecting(
 def test_standby_replicas_reach_faust() -> None:
     from streams.app import _faust_settings
 
-    assert _faust_settings(Settings())["table_standby_replicas"] == 1  # Faust's default: hot failover
-    assert _faust_settings(Settings(standby_replicas=0))["table_standby_replicas"] == 0
+    assert _faust_settings(Settings())["table_standby_replicas"] == 0  # not Faust's 1: STANDBY_WARNING
+    assert _faust_settings(Settings(standby_replicas=1))["table_standby_replicas"] == 1
+
+
+def test_faust_memory_store_reports_no_persisted_offset() -> None:
+    """Why standby replicas default to 0: Faust starts reading a state partition's changelog at the
+    offset the table's store reports; the in-memory store reports none, so a worker taking a
+    partition over reads it from the start even when it holds a standby copy. If a Faust upgrade
+    makes this fail, standby copies may shorten failovers again: measure (bench ``failover``)
+    before changing the default back."""
+    import faust
+    from faust.types import TP
+
+    app = faust.App("standby-check", broker="kafka://127.0.0.1:1", store="memory://")
+    table = app.Table("state", default=None, partitions=4)
+    tp = TP(table.changelog_topic.get_topic_name(), 0)
+    assert table.persisted_offset(tp) is None
+
+
+def test_worker_warns_that_standby_replicas_do_not_help(caplog: pytest.LogCaptureFixture) -> None:
+    from streams.app import create_app
+    from streams.config import load_rules
+
+    ruleset = load_rules(Path(__file__).resolve().parents[1] / "config")
+    with caplog.at_level(logging.WARNING, logger="streams.app"):
+        create_app(Settings(standby_replicas=1, app_id="standby-warn"), ruleset)
+    assert [r.getMessage() for r in caplog.records if "standby_replicas is 1" in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streams.app"):
+        create_app(Settings(app_id="standby-quiet"), ruleset)
+    assert not [r for r in caplog.records if "standby_replicas" in r.getMessage()]
