@@ -15,8 +15,10 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -253,8 +255,9 @@ def _failover_run(broker: EmbeddedBroker, lines: list[str], app_id: str, workdir
     topic = f"{app_id}.events"
     (workdir / f"{app_id}.jsonl").write_text("\n".join(body) + "\n")
     _replay(broker.bootstrap, workdir / f"{app_id}.jsonl", topic, 4)
-    procs = [Proc(WORKER, app_env(broker.bootstrap, app_id, topic, workdir / f"{app_id}-{i}", 4, "uvloop", faust),
-                  workdir / f"{app_id}-{i}.log") for i in range(2)]  # fmt: skip
+    envs = [app_env(broker.bootstrap, app_id, topic, workdir / f"{app_id}-{i}", 4, "uvloop", faust) for i in range(2)]
+    procs = [Proc(WORKER, {**env, "BENCH_LOGLEVEL": "info"}, workdir / f"{app_id}-{i}.log")
+             for i, env in enumerate(envs)]  # fmt: skip
     try:
         deadline = time.perf_counter() + 900
         while _processed(procs) < len(body):
@@ -266,6 +269,7 @@ def _failover_run(broker: EmbeddedBroker, lines: list[str], app_id: str, workdir
         keys = [int(p.metric("modwatch_state_keys") or 0) for p in procs]
         survivor = procs[0]
         before = survivor.processed() or 0.0
+        log_from = survivor.log_path.stat().st_size
         stopped = time.perf_counter()
         procs[1].stop()
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
@@ -283,7 +287,35 @@ def _failover_run(broker: EmbeddedBroker, lines: list[str], app_id: str, workdir
     finally:
         for proc in procs:
             proc.stop()
-    return {"failover_s": round(took, 2), "state_keys_before": keys, "state_keys_after": keys_after}
+    with survivor.log_path.open("rb") as log_file:
+        log_file.seek(log_from)
+        recovered = _recovery_in_log(log_file.read().decode(errors="replace"))
+    return {"failover_s": round(took, 2), "state_keys_before": keys, "state_keys_after": keys_after, **recovered}
+
+
+_LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", re.M)
+_START_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(\d+)\s*\|\s*(-?\d+)\s*\|$", re.M)
+
+
+def _recovery_in_log(text: str) -> dict[str, Any]:
+    """From a worker's Faust log (level info) after the stop: where its last recovery began reading
+    each active changelog partition (Faust's "Reading Starts At - Active" table; -1 is the start)
+    and how long the reading took ("Restoring state" to "Done reading")."""
+    out: dict[str, Any] = {}
+    table = text.rfind("Reading Starts At - Active")
+    if table >= 0:
+        end = text.find("\n[", table)  # the next log record
+        rows = _START_ROW.findall(text[table : end if end >= 0 else len(text)])
+        out["active_read_from_offset"] = {partition: int(offset) for _, partition, offset in rows}
+    times: dict[str, datetime] = {}
+    for mark, name in (("Restoring state from changelog topics", "start"), ("Done reading from changelog", "end")):
+        at = text.rfind(mark)
+        stamps = _LOG_TIME.findall(text[text.rfind("\n", 0, at) + 1 : at]) if at >= 0 else []
+        if stamps:
+            times[name] = datetime.strptime(stamps[-1], "%Y-%m-%d %H:%M:%S,%f")
+    if len(times) == 2:
+        out["state_read_s"] = round((times["end"] - times["start"]).total_seconds(), 2)
+    return out
 
 
 def failover(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
@@ -303,8 +335,16 @@ def failover(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
                 log(f"failover: {name}: survivor took over in {result['failover_s']} s "
                     f"(state entries {result['state_keys_before']} -> {result['state_keys_after']})")  # fmt: skip
     took = {name: median([r["failover_s"] for r in rs]) for name, rs in runs.items()}
+    read = {name: median(times) if (times := [r["state_read_s"] for r in rs if "state_read_s" in r]) else None
+            for name, rs in runs.items()}  # fmt: skip
+    # Partitions the survivor read from the changelog's start (offset -1), per run: all four, with
+    # standby copies or not, is what ``streams.app.STANDBY_WARNING`` says.
+    from_start = {name: [sum(1 for o in r.get("active_read_from_offset", {}).values() if o < 0) for r in rs]
+                  for name, rs in runs.items()}  # fmt: skip
     return {"events": events, "partitions": 4, "rounds": rounds, "runs": runs,
             "failover_s": {name: round(t, 2) for name, t in took.items()},
+            "state_read_s": {name: None if t is None else round(t, 2) for name, t in read.items()},
+            "partitions_read_from_start": from_start,
             "ratio_standby_vs_none": ratio(took["standby_replicas=1"], took["standby_replicas=0"])}  # fmt: skip
 
 

@@ -3,10 +3,12 @@
 ``$BENCH_FAUST`` is a JSON object of Faust settings laid over ``streams.app._faust_settings`` (to
 measure one tuning at a time, or to put Faust's defaults back), plus ``fetch_max_wait_ms`` for
 ``streams.worker.set_fetch_max_wait``, ``fast_delivery`` for ``streams.worker.deliver_without_tasks``
-and ``local_evaluation`` and ``bundle_keyed_records`` for the settings of those names;
-``$BENCH_LOOP`` is ``uvloop`` or ``asyncio``; ``$BENCH_GC_LOG=1`` logs each garbage collection of
-10 ms or more (``log_gc_pauses``); ``$BENCH_STALL_LOG=1`` logs each stall of the event loop of 40 ms
-or more with what the loop's thread was running (``log_stalls``). Everything else comes from the
+and ``local_evaluation``, ``bundle_keyed_records`` and ``standby_replicas`` for the settings of those
+names; ``$BENCH_LOOP`` is ``uvloop`` or ``asyncio``; ``$BENCH_LOGLEVEL`` is the worker's log level
+(``warning`` unless set; ``info`` logs Faust's recovery, which the ``failover`` section reads);
+``$BENCH_GC_LOG=1`` logs each garbage collection of 10 ms or more (``log_gc_pauses``);
+``$BENCH_STALL_LOG=1`` logs each stall of the event loop of 40 ms or more with what the loop's
+thread was running (``log_stalls``). Everything else comes from the
 usual ``MODWATCH_*`` environment.
 """
 
@@ -123,7 +125,8 @@ def main() -> int:
     app_module._faust_settings = patched  # create_app looks it up at call time
     loop = os.environ.get("BENCH_LOOP", "uvloop")
     settings = Settings(**own)
-    return run_worker(settings, loglevel="warning", loop=loop, fetch_max_wait_ms=fetch_wait,
+    loglevel = os.environ.get("BENCH_LOGLEVEL", "warning")
+    return run_worker(settings, loglevel=loglevel, loop=loop, fetch_max_wait_ms=fetch_wait,
                       fast_delivery=fast_delivery)  # fmt: skip
 
 
