@@ -8,8 +8,7 @@ names; ``$BENCH_LOOP`` is ``uvloop`` or ``asyncio``; ``$BENCH_LOGLEVEL`` is the 
 (``warning`` unless set; ``info`` logs Faust's recovery, which the ``failover`` section reads);
 ``$BENCH_GC_LOG=1`` logs each garbage collection of 10 ms or more (``log_gc_pauses``);
 ``$BENCH_STALL_LOG=1`` logs each stall of the event loop of 40 ms or more with what the loop's
-thread was running (``log_stalls``). Everything else comes from the
-usual ``MODWATCH_*`` environment.
+thread was running (``log_stalls``). Everything else comes from the usual ``MODWATCH_*`` environment.
 """
 
 from __future__ import annotations

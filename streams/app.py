@@ -48,7 +48,9 @@ TABLE_SERIALIZER = "json"  # Faust's for a table without key or value types: its
 # Why ``standby_replicas`` above 0 is only a cost here. Faust starts reading an assigned state
 # partition's changelog at the offset its store says it holds (``persisted_offset``); the in-memory
 # store says none, so every rebalance reads every partition from the changelog's start, the ones a
-# standby copy already holds too (seen in Faust's "Reading Starts At" log: -1 for all four).
+# standby copy already holds too (seen in Faust's "Reading Starts At" log: -1 for all four). And
+# when a recovery ends, that store drops the keys of partitions not active on the worker, standby
+# copies included (``faust.stores.memory.Store.on_recovery_completed``).
 STANDBY_WARNING = (
     "standby_replicas is %d: with Faust's in-memory store a rebalance reads every state partition "
     "back from its changelog's start, standby copy or not, so the copies cost each worker CPU "

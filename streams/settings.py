@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     # Standby copies of each table partition on other workers (Faust's table_standby_replicas). With
     # the in-memory store they buy no faster failover: after any rebalance Faust reads every state
     # partition back from its changelog's start, copy or not (``app.STANDBY_WARNING``). Each copy
-    # costs its worker CPU (bench, 2 workers: 5,674 events/s with 1, 7,186 with 0). Faust's default is 1.
+    # costs its worker CPU (bench, two workers with 1: 0.79x the events/s with 0, in both runs
+    # measured). Faust's default is 1.
     standby_replicas: int = Field(default=0, ge=0)
     # Evaluate an event in the routing stage for the keyed partitions this worker owns, instead of
     # sending it through the keyed topic to itself (bench, one worker: 1.16x the throughput with keyed
