@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -66,16 +67,42 @@ class BrokerError(RuntimeError):
     """The embedded broker could not be started, or a helper could not talk to a broker."""
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago.
+PORT_FLOOR = 20000  # free_port picks from here up to the kernel's ephemeral range
+_ports = random.Random()  # seeded from the OS: a test seeding ``random`` must not make two picks agree
 
-    Another process may take it before the broker binds it; :meth:`EmbeddedBroker.start` retries
-    on a fresh port when the broker exits with "address in use".
+
+def _ephemeral_low() -> int:
+    """The first port the kernel hands to outgoing connections (Linux), or 0 if unknown."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free a moment ago, chosen below the kernel's ephemeral range where that
+    range is known.
+
+    A port the kernel picks (bind to 0) comes from the range it also hands to outgoing connections,
+    so a process connecting to a broker could take it before its new owner binds it (seen: a test
+    worker's web server failed with "address in use"). Below that range only another bind can take
+    it. Another process may still do so: :meth:`EmbeddedBroker.start` retries on a fresh port when
+    the broker exits with "address in use".
     """
+    low = _ephemeral_low()
+    if low > PORT_FLOOR + 1000:
+        for _ in range(100):
+            port = _ports.randrange(PORT_FLOOR, low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def broker_binary() -> str:

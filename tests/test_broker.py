@@ -141,6 +141,31 @@ def test_a_port_taken_by_another_broker_is_never_mistaken_for_ours(
         assert second.is_running() and "ready in" in second.log_tail()
 
 
+def test_free_ports_come_from_below_the_range_outgoing_connections_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port handed out for a server is not one the kernel may give a client socket meanwhile;
+    a port taken by a listener is skipped; with the range unknown, the kernel picks."""
+    import socket
+
+    from streams import broker as broker_module
+
+    low = broker_module._ephemeral_low()
+    if low > broker_module.PORT_FLOOR + 1000:  # Linux: the range is known
+        ports = {free_port() for _ in range(50)}
+        assert all(broker_module.PORT_FLOOR <= port < low for port in ports)
+        assert len(ports) > 40  # random picks, not one port over and over
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        first, pick = [port], broker_module._ports.randrange
+        monkeypatch.setattr(broker_module, "_ephemeral_low", lambda: 65536)
+        monkeypatch.setattr(broker_module._ports, "randrange", lambda a, b: first.pop() if first else pick(a, b))
+        assert free_port() != port and not first  # the taken port was tried, and passed over
+    monkeypatch.setattr(broker_module, "_ephemeral_low", lambda: 0)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", free_port()))  # the kernel's pick, free
+
+
 def test_missing_binary_raises_broker_error(tmp_path: Path) -> None:
     embedded = EmbeddedBroker(binary=str(tmp_path / "no-such-tansu"))
     with pytest.raises(BrokerError, match="cannot start Tansu broker"):
