@@ -69,6 +69,7 @@ class BrokerError(RuntimeError):
 
 PORT_FLOOR = 20000  # free_port picks from here up to the kernel's ephemeral range
 _ports = random.Random()  # seeded from the OS: a test seeding ``random`` must not make two picks agree
+os.register_at_fork(after_in_child=_ports.seed)  # nor a forked child repeat its parent's picks
 
 
 def _ephemeral_low() -> int:
