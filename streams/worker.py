@@ -310,9 +310,37 @@ def deliver_without_tasks() -> None:
         except BaseException:
             _close(suspended)
             raise
-        return await wait_first(self, _Resumed(delivery, yielded), suspended)
+        results = await wait_first(self, _Resumed(delivery, yielded), suspended)
+        await _changelog_ebb(self)
+        return results
 
     cls.wait_first = deliver
+
+
+CHANGELOG_EBB_POLL = 0.002  # seconds between looks at a full changelog queue draining
+
+
+async def _changelog_ebb(consumer: Any) -> None:
+    """After a delivery that had to wait: if the table changelog queue is three quarters full or
+    more, wait until it has drained to half before the fetch loop delivers more.
+
+    Table recovery reads a changelog faster than Faust's recovery loop applies it, and while it
+    recovers Faust does not stop fetching a partition whose queue is full (``on_buffer_full``). So
+    once the queue (``stream_buffer_maxsize`` records) had filled, every further record waited for
+    one free slot, through a task of its own, ``asyncio.wait`` and ``wait_first``'s four tasks: that
+    machinery took about as much of the worker as the recovery itself. Waiting once for half the
+    queue lets the next ~2,000 records in without waiting (bench ``failover``, 30k state entries read
+    back from ~100k changelog records: 6.1-7.5 s against 11.7-14.4 s, in alternating runs). A
+    rebalance or a stop ends the wait at once. Only a delivery that waited looks at the queue."""
+    tables = getattr(getattr(consumer, "app", None), "tables", None)
+    queue = getattr(tables, "_changelog_queue", None)
+    if queue is None or not queue.maxsize or queue.qsize() * 4 < queue.maxsize * 3:
+        return
+    low = queue.maxsize // 2
+    while queue.qsize() > low:
+        if consumer.suspend_flow.is_set() or consumer._stopped.is_set() or consumer._crashed.is_set():
+            return
+        await asyncio.sleep(CHANGELOG_EBB_POLL)
 
 
 def _close(awaitable: Any) -> None:

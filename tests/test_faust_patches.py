@@ -358,3 +358,77 @@ def test_a_delivery_that_fails_raises_in_the_fetch_loop(waits: bool) -> None:
 
     with pytest.raises(ValueError, match="bad record"):
         asyncio.run(main())
+
+
+class Tables:
+    """The table manager's changelog queue, as Faust makes it: bounded, filled by the fetch loop."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._changelog_queue: asyncio.Queue[int] = asyncio.Queue(maxsize)
+
+
+def _recovering(maxsize: int) -> tuple[Fetching, asyncio.Queue[int]]:
+    consumer = Fetching()
+    tables = Tables(maxsize)
+    consumer.app = type("App", (), {"tables": tables})()  # type: ignore[attr-defined]
+    for n in range(maxsize):
+        tables._changelog_queue.put_nowait(n)
+    return consumer, tables._changelog_queue
+
+
+@pytest.mark.usefixtures("delivering")
+def test_after_a_delivery_that_waited_a_full_changelog_queue_drains_to_half_first() -> None:
+    """Recovery: the fetch loop waits once for half the queue, not once per record."""
+    seen: list[int] = []
+
+    async def main() -> None:
+        consumer, queue = _recovering(8)
+
+        async def put_without_waiting() -> str:
+            return "delivered"
+
+        await consumer.deliver(put_without_waiting())  # did not wait: returns with the queue full
+        seen.append(queue.qsize())
+
+        room = asyncio.Event()
+
+        async def put_after_waiting() -> str:
+            await room.wait()  # the queue was full
+            return "delivered"
+
+        async def recovery_loop() -> None:  # takes a record now and then
+            while True:
+                await asyncio.sleep(0.005)
+                queue.get_nowait()
+
+        taking = asyncio.create_task(recovery_loop())
+        fetch = asyncio.create_task(consumer.deliver(put_after_waiting()))
+        await asyncio.sleep(0.01)
+        room.set()
+        await fetch
+        seen.append(queue.qsize())
+        taking.cancel()
+
+    asyncio.run(main())
+    assert seen[0] == 8
+    assert seen[1] <= 4  # returned only once the queue was down to half
+
+
+@pytest.mark.usefixtures("delivering")
+def test_a_rebalance_ends_the_wait_for_the_changelog_queue() -> None:
+    async def main() -> int:
+        consumer, queue = _recovering(8)
+
+        async def put_after_waiting() -> str:
+            await asyncio.sleep(0.001)
+            return "delivered"
+
+        fetch = asyncio.create_task(consumer.deliver(put_after_waiting()))
+        await asyncio.sleep(0.02)
+        assert not fetch.done()  # nothing takes from the queue: the fetch loop waits
+        consumer.suspend_flow.set()
+        await asyncio.wait_for(fetch, 1.0)
+        return queue.qsize()
+
+    assert asyncio.run(main()) == 8
+
