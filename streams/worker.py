@@ -286,6 +286,8 @@ def deliver_without_tasks() -> None:
     record is delivered as before, without a task. One that waits goes on through Faust's
     ``wait_first``, from where it waits, so a rebalance still abandons it. Only the fetch loop's
     call is changed: two awaitables, the first a coroutine, no timeout, the flow not suspended.
+    After a delivery that waited, the fetch loop may also wait for the changelog queue to drain
+    (``_changelog_ebb``).
     """
     import inspect
 
@@ -331,7 +333,10 @@ async def _changelog_ebb(consumer: Any) -> None:
     machinery took about as much of the worker as the recovery itself. Waiting once for half the
     queue lets the next ~2,000 records in without waiting (bench ``failover``, 30k state entries read
     back from ~100k changelog records: 6.1-7.5 s against 11.7-14.4 s, in alternating runs). A
-    rebalance or a stop ends the wait at once. Only a delivery that waited looks at the queue."""
+    rebalance or a stop ends the wait at once. Only a delivery that waited looks at the queue.
+    Standby replicas' changelog reads share that queue: with them, the fetch loop can also wait
+    here outside a recovery, for as long as the recovery loop takes to apply half the queue
+    (~0.15 s here: 2,048 records), and the stream records fetched meanwhile wait with it."""
     tables = getattr(getattr(consumer, "app", None), "tables", None)
     queue = getattr(tables, "_changelog_queue", None)
     if queue is None or not queue.maxsize or queue.qsize() * 4 < queue.maxsize * 3:
