@@ -337,8 +337,7 @@ async def _changelog_ebb(consumer: Any) -> None:
     Standby replicas' changelog reads share that queue: with them, the fetch loop can also wait
     here outside a recovery, for as long as the recovery loop takes to apply half the queue
     (~0.15 s here: 2,048 records), and the stream records fetched meanwhile wait with it."""
-    tables = getattr(getattr(consumer, "app", None), "tables", None)
-    queue = getattr(tables, "_changelog_queue", None)
+    queue = consumer.app.tables._changelog_queue  # None until a table registers its changelog
     if queue is None or not queue.maxsize or queue.qsize() * 4 < queue.maxsize * 3:
         return
     low = queue.maxsize // 2

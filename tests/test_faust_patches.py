@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import warnings
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -248,6 +249,7 @@ class Fetching:
         self.suspend_flow = Event()
         self._stopped = Event()
         self._crashed = Event()
+        self.app = SimpleNamespace(tables=SimpleNamespace(_changelog_queue=None))  # an app without tables
         self.tasks = 0
         factory = self.loop.get_task_factory()
 
@@ -370,7 +372,7 @@ class Tables:
 def _recovering(maxsize: int) -> tuple[Fetching, asyncio.Queue[int]]:
     consumer = Fetching()
     tables = Tables(maxsize)
-    consumer.app = type("App", (), {"tables": tables})()  # type: ignore[attr-defined]
+    consumer.app = SimpleNamespace(tables=tables)
     for n in range(maxsize):
         tables._changelog_queue.put_nowait(n)
     return consumer, tables._changelog_queue
