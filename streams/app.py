@@ -7,10 +7,11 @@ changelog (both ``settings.topics.partitions`` partitions), the alerts and dead-
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ from .metrics import Health
 from .pipeline import Change, Evaluator, Outgoing, Router, bundle, changelog_records
 from .settings import Settings
 from .sinks import SinkSet
+from .store import SCHEME as STORE_SCHEME
+from .store import register as register_store
 from .worker import CommitHook, state_logged_at_commit
 
 log = logging.getLogger(__name__)
@@ -80,7 +83,12 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         extra["broker_credentials"] = faust_credentials(sec)
     return {
         "broker": [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
-        "store": "memory://",
+        "store": f"{STORE_SCHEME}://",  # Faust's in-memory store that reports its changelog offsets
+        # Faust's check that a store's offset is not past the changelog's end. Here it could only fail
+        # when the end is under-reported (Tansu's ListOffsets, when the Fetch that corrects it fails:
+        # ``streams.worker.use_fetched_highwaters``), and failing stops the worker; unchecked, that
+        # partition just has nothing left to read.
+        "recovery_consistency_check": False,
         "topic_partitions": settings.topics.partitions,
         "topic_replication_factor": 1,
         "broker_session_timeout": settings.session_timeout_seconds,
@@ -97,6 +105,12 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "key_serializer": "raw",
         **extra,
     }
+
+
+def _logged(store: Any, tp: TP, sent: asyncio.Future[Any]) -> None:
+    """A changelog record of ``tp`` was acknowledged: the store's data reaches its offset."""
+    if not sent.cancelled() and sent.exception() is None:
+        store.set_persisted_offset(tp, sent.result().offset)
 
 
 def _committed(consumer: Any, tp: TP) -> int | None:
@@ -129,6 +143,7 @@ def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[EventT]]:
 def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     if settings.standby_replicas:
         log.warning(STANDBY_WARNING, settings.standby_replicas)
+    register_store()
     app = faust.App(settings.app_id, **_faust_settings(settings))
     partitions = settings.topics.partitions
     key = settings.pseudonymize_key.get_secret_value().encode() if settings.pseudonymize_key else None
@@ -161,8 +176,10 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     # per record. Without the yields a batch's records leave together. The producer is started
     # before the agents and the timers run.
     async def produce(topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
-                      timestamp: float | None = None, headers: RecordHeaders | None = None) -> None:  # fmt: skip
-        await app.producer.send(topic, key, value, partition, timestamp, headers)
+                      timestamp: float | None = None,
+                      headers: RecordHeaders | None = None) -> Awaitable[Any]:  # fmt: skip
+        """Hands the record to the producer; returns what resolves to its acknowledgement."""
+        return await app.producer.send(topic, key, value, partition, timestamp, headers)
 
     async def send(record: Outgoing) -> None:
         await produce(record.topic, record.key, record.value, record.partition, record.timestamp, list(record.headers))
@@ -184,8 +201,13 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         producer's record size is left out (``changelog_records`` says why)."""
         name = changelog.get_topic_name()
         limit = app.conf.producer_max_request_size - RECORD_OVERHEAD
+        last: dict[int, Awaitable[Any]] = {}  # partition -> its last record's acknowledgement
         for key, value, partition in changelog_records(changes, table_dumps, limit, health):
-            await produce(name, key, value, partition)
+            last[partition] = await produce(name, key, value, partition)
+        # The store's offset for each partition (``streams.store``): a partition's records are
+        # acknowledged in order, so its last record's offset covers the others.
+        for partition, sent in last.items():
+            asyncio.ensure_future(sent).add_done_callback(functools.partial(_logged, table.data, TP(name, partition)))
 
     # One batch at a time, whichever agent runs it: both change the state, and a batch's changes
     # must all be in the producer before its offsets are acked. Unlocked, ``evaluate``
@@ -281,6 +303,9 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         if dropped:
             log.warning("forgot %d unlogged state changes of keyed partitions now owned by another worker "
                         "(it reads them again from the committed offsets)", dropped)  # fmt: skip
+        deleted = evaluator.forget_partitions(keyed)
+        if deleted:
+            log.info("dropped %d state keys of keyed partitions now owned by another worker", deleted)
         if settings.local_evaluation:
             router.evaluate_locally(keyed)
             log.info("evaluating %d of %d keyed partitions in place", len(keyed), partitions)

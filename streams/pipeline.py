@@ -296,6 +296,13 @@ class PartitionStore(MutableMapping[str, Any]):
         return sum(1 for _ in self)
 
 
+def _key_partition(key: str, partitions: int) -> int:
+    """The keyed partition a state key belongs to: a watermark key names it, a rule key hashes to it."""
+    if key.startswith(WATERMARK_KEY):
+        return int(key[len(WATERMARK_KEY) :])
+    return partition_of(key, partitions)
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """A key's value to write to the changelog (None: the key was deleted)."""
@@ -326,6 +333,7 @@ class Evaluator:
         self.defer = False
         self.logged: set[str] = set()  # keys logged since the last commit (with ``defer``)
         self.expected: frozenset[str] = frozenset()  # every input partition, "topic:partition"
+        self.owned: frozenset[int] = frozenset()  # keyed partitions at the last ``forget_partitions``
 
     def expect(self, sources: set[str]) -> None:
         """Called on rebalance with every partition of the input topics, whichever worker reads it.
@@ -476,6 +484,21 @@ class Evaluator:
                 dropped += len(keys)
                 keys.clear()
         return dropped
+
+    def forget_partitions(self, partitions: set[int]) -> int:
+        """Called on rebalance, after ``keep_partitions``: delete from the store the keys of the
+        keyed partitions this worker owned before and no longer does. Their new owner reads them from
+        the changelog; kept, they would be memory held for nothing and, were the partition to come
+        back, a base that unlogged changes could have left wrong (it is then read from the start,
+        ``streams.store``). Walks the store only when a partition was lost. Returns the keys deleted."""
+        lost = self.owned - partitions
+        self.owned = frozenset(partitions)
+        if not lost:
+            return 0
+        doomed = [key for key in self.store if _key_partition(key, self.partitions) in lost]
+        for key in doomed:
+            self.store.pop(key, None)
+        return len(doomed)
 
     def census(self, step: int = CENSUS_STEP) -> Iterator[None]:
         """Count the keys holding state per rule, and the pending timers, over this worker's

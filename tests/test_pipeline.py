@@ -174,6 +174,30 @@ def test_a_worker_forgets_the_unlogged_changes_of_partitions_it_lost() -> None:
     assert evaluator.flush(commit=True) == [Change(1, key, evaluator.store.get(key)) for key in waiting[1]]
 
 
+def test_a_worker_drops_the_state_of_partitions_it_lost_and_keeps_the_rest() -> None:
+    """Kept, a lost partition's keys would be memory held for nothing; the rest must stay as they
+    are: the store reports them as read (``streams.store``), so they are not read back."""
+    engine = Engine(load_rules(REPO / "config"))
+    evaluator = Evaluator(engine, {}, PARTITIONS)
+    evaluator.expect({"in:0"})
+    assert evaluator.forget_partitions({0, 1}) == 0  # the first assignment
+    for record in _keyed(engine):
+        evaluator.on_record(record.partition or 0, record.value, record.headers)
+    evaluator.on_tick(0, {"in:0": 0.0})  # an old position: writes the watermark key, expires nothing
+    evaluator.flush()
+    store = evaluator.store
+    before = dict(store)
+    on = {p: {k for k in store if k == f"{WATERMARK_KEY}{p}" or (not k.startswith(WATERMARK_KEY)
+                                                              and partition_of(k, PARTITIONS) == p)}
+          for p in range(PARTITIONS)}  # fmt: skip
+    assert len(on[0]) > 10 and len(on[1]) > 10 and on[0] | on[1] == set(before)
+    assert f"{WATERMARK_KEY}0" in on[0]
+    assert evaluator.forget_partitions({0, 1}) == 0  # nothing lost: nothing walked or deleted
+    assert evaluator.forget_partitions({1}) == len(on[0])
+    assert store == {key: before[key] for key in on[1]}
+    assert evaluator.forget_partitions({0, 1}) == 0  # back: read from the changelog, not from here
+
+
 def test_ticks_report_only_what_the_logged_state_covers() -> None:
     """After a crash, the keyed partitions' new owner reads the state logged at the last commit and
     then the ticks sent after it: a tick reporting a position beyond that state would make the

@@ -5,6 +5,7 @@ partitions and their table state — loses no incident and adds none."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -186,6 +187,22 @@ def test_a_worker_joining_mid_replay_loses_nothing_and_adds_nothing(broker, uniq
     # Each event counted once where it was evaluated; a rebalance repeats some (at least once), and
     # none may be missing (events lost without changing an alert would slip past the ids above).
     assert sum(shares) >= 2000, shares
+    # The first worker kept half its partitions, and Faust's recovery read those from where its data
+    # was, not from the changelog's start (``streams.store``); the two it gave up it no longer holds.
+    started = _recovery_starts((tmp_path / "first.log").read_text(errors="replace"))
+    assert len(started) == 2 and all(offset > 0 for offset in started.values()), started
+
+
+_START_ROW = re.compile(r"^\|\s*\S+\s*\|\s*(\d+)\s*\|\s*(-?\d+)\s*\|$", re.M)
+
+
+def _recovery_starts(log: str) -> dict[int, int]:
+    """Partition -> offset where the worker's last recovery began reading each active changelog
+    partition (Faust's "Reading Starts At - Active" table, level info; -1 is the start)."""
+    table = log.rfind("Reading Starts At - Active")
+    assert table >= 0, "no recovery in the log"
+    end = log.find("\n[", table)  # the next log record
+    return {int(p): int(o) for p, o in _START_ROW.findall(log[table : end if end >= 0 else len(log)])}
 
 
 def test_incidents_match_by_id_or_for_a_windowed_rule_by_overlapping_events() -> None:
