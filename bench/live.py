@@ -318,13 +318,82 @@ def _recovery_in_log(text: str) -> dict[str, Any]:
     return out
 
 
+def _join_run(broker: EmbeddedBroker, lines: list[str], app_id: str, workdir: Path,
+              faust: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One worker processes ``lines`` on 4 partitions, then a second joins. How long the first
+    worker's streams stood still for the rebalance's recovery (its Faust log: the last "generation
+    id" line before "Worker ready", to "Worker ready"), and what it read back meanwhile, though it
+    keeps half of its partitions."""
+    topic = f"{app_id}.events"
+    (workdir / f"{app_id}.jsonl").write_text("\n".join(lines) + "\n")
+    _replay(broker.bootstrap, workdir / f"{app_id}.jsonl", topic, 4)
+    envs = [{**app_env(broker.bootstrap, app_id, topic, workdir / f"{app_id}-{i}", 4, "uvloop", faust),
+             "BENCH_LOGLEVEL": "info"} for i in range(2)]  # fmt: skip
+    first = Proc(WORKER, envs[0], workdir / f"{app_id}-0.log")
+    procs = [first]
+    try:
+        deadline = time.perf_counter() + 900
+        while (first.processed() or 0.0) < len(lines):
+            if time.perf_counter() > deadline or not first.alive():
+                raise RuntimeError(f"join run {app_id}: the worker did not process {len(lines):,} events:\n"
+                                   f"{first.tail()}")  # fmt: skip
+            time.sleep(0.2)
+        time.sleep(6)  # the worker samples its state size every 5 s
+        keys = int(first.metric("modwatch_state_keys") or 0)
+        log_from = first.log_path.stat().st_size
+        second = Proc(WORKER, envs[1], workdir / f"{app_id}-1.log")
+        procs.append(second)
+        deadline = time.perf_counter() + 300
+        while True:
+            text = _log_after(first.log_path, log_from)
+            if "Worker ready" in text and "Worker ready" in second.log_path.read_text(errors="replace"):
+                break
+            if time.perf_counter() > deadline or not all(p.alive() for p in procs):
+                raise RuntimeError(f"join run {app_id}: no rebalance:\n{first.tail()}\n{second.tail()}")
+            time.sleep(0.5)
+        time.sleep(3)
+        keys_after = int(first.metric("modwatch_state_keys") or 0)
+    finally:
+        for proc in procs:
+            proc.stop()
+    text = _log_after(first.log_path, log_from)
+    ready = text.find("Worker ready")
+    began = text.rfind("generation id", 0, ready)
+    paused = (_time_at(text, ready) - _time_at(text, began)).total_seconds()
+    recovered = _recovery_in_log(text[: text.find("\n", ready)])
+    if "active_read_from_offset" in recovered and "state_read_s" not in recovered:
+        recovered["state_read_s"] = 0.0  # Faust found nothing to read ("Restoring state" not logged)
+    return {"paused_s": round(paused, 2), "state_keys_before": keys, "state_keys_after": keys_after, **recovered}
+
+
+def _log_after(path: Path, offset: int) -> str:
+    with path.open("rb") as log_file:
+        log_file.seek(offset)
+        return log_file.read().decode(errors="replace")
+
+
+def _time_at(text: str, at: int) -> datetime:
+    """The time stamp of the log record holding position ``at`` of ``text``."""
+    stamps = _LOG_TIME.findall(text[text.rfind("\n", 0, at) + 1 : at])
+    if not stamps:
+        raise RuntimeError(f"no time stamp before position {at} of the log")
+    return datetime.strptime(stamps[-1], "%Y-%m-%d %H:%M:%S,%f")
+
+
 def failover(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
-    """Two workers, one stopped: how long until the other processes the stopped one's partitions,
-    with standby replicas (``standby_replicas: 1``) and without (as shipped). A standby copy is
-    meant to spare the survivor reading the state back from the changelog."""
+    """Two workers, one stopped: how long until the other processes the stopped one's partitions.
+    As shipped (the worker's store reports the changelog offsets its data has reached, so the
+    survivor reads back only the partitions it takes over: ``streams.store``), against Faust's
+    in-memory store (``store: memory://``, what the worker used until 30 Nov 2026: every partition
+    read from the changelog's start), and with standby replicas (``standby_replicas: 1``, meant to
+    spare the survivor reading the state back)."""
     path = ensure_log(workdir / f"failover-{events + 4}.jsonl", events + 4, seed=3)
     lines = [line.raw.decode() for line in iter_lines([str(path)])]
-    configs: dict[str, dict[str, Any]] = {"standby_replicas=0": {}, "standby_replicas=1": {"standby_replicas": 1}}
+    configs: dict[str, dict[str, Any]] = {
+        "as shipped": {},
+        "faust_memory_store": {"store": "memory://"},
+        "standby_replicas=1": {"standby_replicas": 1},
+    }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     for rnd in range(rounds):
         with EmbeddedBroker() as broker:
@@ -334,18 +403,37 @@ def failover(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
                 runs[name].append(result)
                 log(f"failover: {name}: survivor took over in {result['failover_s']} s "
                     f"(state entries {result['state_keys_before']} -> {result['state_keys_after']})")  # fmt: skip
+    joins: dict[str, list[dict[str, Any]]] = {"as shipped": [], "faust_memory_store": []}
+    for rnd in range(rounds):
+        with EmbeddedBroker() as broker:
+            order = list(joins) if rnd % 2 == 0 else list(reversed(joins))
+            for index, name in enumerate(order):
+                result = _join_run(broker, lines[:-4], f"jo{rnd}c{index}", workdir, configs[name])
+                joins[name].append(result)
+                log(f"join: {name}: the first worker's streams stood still {result['paused_s']} s, "
+                    f"reading back {result.get('state_read_s')} s")  # fmt: skip
     took = {name: median([r["failover_s"] for r in rs]) for name, rs in runs.items()}
     read = {name: median(times) if (times := [r["state_read_s"] for r in rs if "state_read_s" in r]) else None
             for name, rs in runs.items()}  # fmt: skip
-    # Partitions the survivor read from the changelog's start (offset -1), per run: all four, with
-    # standby copies or not, is what ``streams.app.STANDBY_WARNING`` says.
+    # Partitions the survivor read from the changelog's start (offset -1), per run: the two it took
+    # over as shipped; all four with Faust's in-memory store.
     from_start = {name: [sum(1 for o in r.get("active_read_from_offset", {}).values() if o < 0) for r in rs]
                   for name, rs in runs.items()}  # fmt: skip
     return {"events": events, "partitions": 4, "rounds": rounds, "runs": runs,
             "failover_s": {name: round(t, 2) for name, t in took.items()},
             "state_read_s": {name: None if t is None else round(t, 2) for name, t in read.items()},
             "partitions_read_from_start": from_start,
-            "ratio_standby_vs_none": ratio(took["standby_replicas=1"], took["standby_replicas=0"])}  # fmt: skip
+            "ratio_shipped_vs_faust_store": ratio(took["as shipped"], took["faust_memory_store"]),
+            "join_runs": joins,
+            "join_paused_s": {name: median([r["paused_s"] for r in rs]) for name, rs in joins.items()},
+            "join_state_read_s": {name: median([r.get("state_read_s", 0.0) for r in rs]) for name, rs in joins.items()},
+            "join_partitions_read_from_start": {
+                name: [sum(1 for o in r.get("active_read_from_offset", {}).values() if o < 0) for r in rs]
+                for name, rs in joins.items()},
+            "ratio_join_paused_shipped_vs_faust_store": ratio(
+                median([r["paused_s"] for r in joins["as shipped"]]),
+                median([r["paused_s"] for r in joins["faust_memory_store"]])),
+            "ratio_standby_vs_none": ratio(took["standby_replicas=1"], took["as shipped"])}  # fmt: skip
 
 
 # -- detection latency --------------------------------------------------------------------------

@@ -49,15 +49,17 @@ RECORD_OVERHEAD = 1024  # bytes of a changelog record besides its key and value 
 FREEZE_AFTER = 10.0  # seconds after start: the objects made by then are exempt from garbage collection
 TABLE_SERIALIZER = "json"  # Faust's for a table without key or value types: its changelog's format
 # Why ``standby_replicas`` above 0 is only a cost here. Faust starts reading an assigned state
-# partition's changelog at the offset its store says it holds (``persisted_offset``); the in-memory
-# store says none, so every rebalance reads every partition from the changelog's start, the ones a
-# standby copy already holds too (seen in Faust's "Reading Starts At" log: -1 for all four). And
-# when a recovery ends, that store drops the keys of partitions not active on the worker, standby
-# copies included (``faust.stores.memory.Store.on_recovery_completed``).
+# partition's changelog at the offset its store says it holds (``persisted_offset``). The worker's
+# store (``streams.store``) says so for the partitions it held as active before the rebalance, not
+# for a standby copy; and when a recovery ends, Faust's in-memory store, which it extends, drops the
+# keys of partitions not active on the worker, standby copies included
+# (``faust.stores.memory.Store.on_recovery_completed``). So a partition taken over is read from the
+# changelog's start, copy or not.
 STANDBY_WARNING = (
-    "standby_replicas is %d: with Faust's in-memory store a rebalance reads every state partition "
-    "back from its changelog's start, standby copy or not, so the copies cost each worker CPU "
-    "(reading its peers' changelogs) and do not shorten a failover; 0 is the default"
+    "standby_replicas is %d: a worker taking a state partition over reads it back from its changelog's "
+    "start, standby copy or not (the in-memory store keeps no standby copy past a recovery), so the "
+    "copies cost each worker CPU (reading its peers' changelogs) and do not shorten a failover; "
+    "0 is the default"
 )
 
 

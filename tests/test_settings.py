@@ -78,21 +78,6 @@ def test_standby_replicas_reach_faust() -> None:
     assert _faust_settings(Settings(standby_replicas=1))["table_standby_replicas"] == 1
 
 
-def test_faust_memory_store_reports_no_persisted_offset() -> None:
-    """Why standby replicas default to 0: Faust starts reading a state partition's changelog at the
-    offset the table's store reports; the in-memory store reports none, so a worker taking a
-    partition over reads it from the start even when it holds a standby copy. If a Faust upgrade
-    makes this fail, standby copies may shorten failovers again: measure (bench ``failover``)
-    before changing the default back."""
-    import faust
-    from faust.types import TP
-
-    app = faust.App("standby-check", broker="kafka://127.0.0.1:1", store="memory://")
-    table = app.Table("state", default=None, partitions=4)
-    tp = TP(table.changelog_topic.get_topic_name(), 0)
-    assert table.persisted_offset(tp) is None
-
-
 def test_worker_warns_that_standby_replicas_do_not_help(caplog: pytest.LogCaptureFixture) -> None:
     from streams.app import create_app
     from streams.config import load_rules

@@ -58,7 +58,10 @@ def test_recovery_counts_for_active_partitions_only(table: Any) -> None:
     store.apply_changelog_batch([*_changelog(tp0, range(5)), *_changelog(tp2, range(3))], _same, _same)
     assert store["k0-4"] == [4] and store["k2-2"] == [2]  # both applied, as Faust's store does
     assert store.persisted_offset(tp0) == 4
-    assert store.persisted_offset(tp2) is None  # a standby copy: Faust drops its keys when recovery ends
+    # A standby copy is not counted: Faust's in-memory store drops its keys when a recovery ends. If
+    # this changes (standby copies kept and counted), standby replicas could shorten a failover:
+    # measure (bench ``failover``) before changing ``streams.app.STANDBY_WARNING`` or the default.
+    assert store.persisted_offset(tp2) is None
     assert store.persisted_offset(tp1) is None  # nothing read or written yet: read from the start
 
 
