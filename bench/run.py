@@ -225,6 +225,21 @@ def table() -> str:
                 + _state_read(fo, "as shipped"),
                 f"Faust's in-memory store {took['faust_memory_store']} s" + _state_read(fo, "faust_memory_store"),
                 f"{fo['ratio_shipped_vs_faust_store']}x")  # fmt: skip
+            if "join_paused_s" in fo:
+                paused, read = fo["join_paused_s"], fo["join_state_read_s"]
+                starts = fo["join_partitions_read_from_start"]
+
+                def joined(name: str) -> str:
+                    counts = "/".join(map(str, sorted(set(starts[name]))))
+                    kept = "/".join(map(str, sorted({len(r.get("active_read_from_offset", {}))
+                                                      for r in fo["join_runs"][name]})))  # fmt: skip
+                    return (f"{paused[name]} s (state read back in {read[name]} s; of the {kept} partitions it "
+                            f"kept, {counts} read from the changelog's start)")
+
+                add("Join: a second worker joins one holding the state of the same events: the first worker's "
+                    "streams stand still for its recovery", "as shipped " + joined("as shipped"),
+                    "Faust's in-memory store " + joined("faust_memory_store"),
+                    f"{fo['ratio_join_paused_shipped_vs_faust_store']}x")  # fmt: skip
             add("Failover: same, with standby replicas (`standby_replicas: 1`)",
                 f"{took['standby_replicas=1']} s" + _state_read(fo, "standby_replicas=1"),
                 f"as shipped {took['as shipped']} s", f"{fo['ratio_standby_vs_none']}x")  # fmt: skip
