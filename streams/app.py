@@ -48,18 +48,14 @@ CENSUS_SHARE = 0.02  # the most of the worker's time that counting its state for
 RECORD_OVERHEAD = 1024  # bytes of a changelog record besides its key and value (headers, batch framing)
 FREEZE_AFTER = 10.0  # seconds after start: the objects made by then are exempt from garbage collection
 TABLE_SERIALIZER = "json"  # Faust's for a table without key or value types: its changelog's format
-# Why ``standby_replicas`` above 0 is only a cost here. Faust starts reading an assigned state
-# partition's changelog at the offset its store says it holds (``persisted_offset``). The worker's
-# store (``streams.store``) says so for the partitions it held as active before the rebalance, not
-# for a standby copy; and when a recovery ends, Faust's in-memory store, which it extends, drops the
-# keys of partitions not active on the worker, standby copies included
-# (``faust.stores.memory.Store.on_recovery_completed``). So a partition taken over is read from the
-# changelog's start, copy or not.
-STANDBY_WARNING = (
-    "standby_replicas is %d: a worker taking a state partition over reads it back from its changelog's "
-    "start, standby copy or not (the in-memory store keeps no standby copy past a recovery), so the "
-    "copies cost each worker CPU (reading its peers' changelogs) and do not shorten a failover; "
-    "0 is the default"
+# What ``standby_replicas`` above 0 trades. Each worker keeps a copy of as many peers' state
+# partitions, reading their changelogs as they are written (Faust's standby recovery, through the
+# worker's fetch loop): CPU on every worker all the time. In exchange, a worker taking a partition
+# over reads back only what its copy lacks (``streams.store``), not the whole changelog.
+STANDBY_NOTE = (
+    "standby_replicas is %d: each worker keeps copies of its peers' state partitions, reading their "
+    "changelogs as they are written (CPU on every worker), so that taking a partition over reads back "
+    "only what its copy lacks; 0 is the default"
 )
 
 
@@ -144,7 +140,7 @@ def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[EventT]]:
 
 def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     if settings.standby_replicas:
-        log.warning(STANDBY_WARNING, settings.standby_replicas)
+        log.info(STANDBY_NOTE, settings.standby_replicas)
     register_store()
     app = faust.App(settings.app_id, **_faust_settings(settings))
     partitions = settings.topics.partitions
@@ -305,9 +301,11 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         if dropped:
             log.warning("forgot %d unlogged state changes of keyed partitions now owned by another worker "
                         "(it reads them again from the committed offsets)", dropped)  # fmt: skip
-        deleted = evaluator.forget_partitions(keyed)
+        # Standby copies' keys stay: Faust reads them into the store (``streams.store``).
+        standby = {tp.partition for tp in app.assignor.assigned_standbys() if tp.topic == changelog.get_topic_name()}
+        deleted = evaluator.forget_partitions(keyed | standby)
         if deleted:
-            log.info("dropped %d state keys of keyed partitions now owned by another worker", deleted)
+            log.info("dropped %d state keys of keyed partitions now held by other workers", deleted)
         if settings.local_evaluation:
             router.evaluate_locally(keyed)
             log.info("evaluating %d of %d keyed partitions in place", len(keyed), partitions)

@@ -333,7 +333,7 @@ class Evaluator:
         self.defer = False
         self.logged: set[str] = set()  # keys logged since the last commit (with ``defer``)
         self.expected: frozenset[str] = frozenset()  # every input partition, "topic:partition"
-        self.owned: frozenset[int] = frozenset()  # keyed partitions at the last ``forget_partitions``
+        self.held: frozenset[int] = frozenset()  # keyed partitions at the last ``forget_partitions``
 
     def expect(self, sources: set[str]) -> None:
         """Called on rebalance with every partition of the input topics, whichever worker reads it.
@@ -486,13 +486,14 @@ class Evaluator:
         return dropped
 
     def forget_partitions(self, partitions: set[int]) -> int:
-        """Called on rebalance, after ``keep_partitions``: delete from the store the keys of the
-        keyed partitions this worker owned before and no longer does. Their new owner reads them from
+        """Called on rebalance, after ``keep_partitions``, with the keyed partitions this worker holds
+        (its own and its standby copies): delete from the store the keys of the partitions it held
+        before and no longer does. Their new owner reads them from
         the changelog; kept, they would be memory held for nothing and, were the partition to come
         back, a base that unlogged changes could have left wrong (it is then read from the start,
         ``streams.store``). Walks the store only when a partition was lost. Returns the keys deleted."""
-        lost = self.owned - partitions
-        self.owned = frozenset(partitions)
+        lost = self.held - partitions
+        self.held = frozenset(partitions)
         if not lost:
             return 0
         doomed = [key for key in self.store if _key_partition(key, self.partitions) in lost]

@@ -83,11 +83,10 @@ class Settings(BaseSettings):
     alertmanager_resolve_after_seconds: float = Field(default=3600.0, ge=0)
     session_timeout_seconds: float = Field(default=6.0, gt=0)  # short joins on Tansu; raise for Apache Kafka
     heartbeat_seconds: float = Field(default=1.0, gt=0)
-    # Standby copies of each table partition on other workers (Faust's table_standby_replicas). With
-    # the in-memory store they buy no faster failover: after any rebalance Faust reads every state
-    # partition back from its changelog's start, copy or not (``app.STANDBY_WARNING``). Each copy
-    # costs its worker CPU (bench, two workers with 1: 0.79x the events/s with 0, in both runs
-    # measured). Faust's default is 1.
+    # Standby copies of each table partition on other workers (Faust's table_standby_replicas; its
+    # default is 1). A copy spares the worker that takes its partition over reading it back from the
+    # changelog (``streams.store``), and costs every worker CPU all the time, reading its peers'
+    # changelogs (``app.STANDBY_NOTE``; README, Performance, "Failover" and "Scale-out").
     standby_replicas: int = Field(default=0, ge=0)
     # Evaluate an event in the routing stage for the keyed partitions this worker owns, instead of
     # sending it through the keyed topic to itself (bench, one worker: 1.16x the throughput with keyed

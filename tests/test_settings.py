@@ -74,19 +74,19 @@ def test_worker_refuses_a_bad_settings_file_before_connecting(
 def test_standby_replicas_reach_faust() -> None:
     from streams.app import _faust_settings
 
-    assert _faust_settings(Settings())["table_standby_replicas"] == 0  # not Faust's 1: STANDBY_WARNING
+    assert _faust_settings(Settings())["table_standby_replicas"] == 0  # not Faust's 1: STANDBY_NOTE
     assert _faust_settings(Settings(standby_replicas=1))["table_standby_replicas"] == 1
 
 
-def test_worker_warns_that_standby_replicas_do_not_help(caplog: pytest.LogCaptureFixture) -> None:
+def test_worker_says_what_standby_replicas_cost(caplog: pytest.LogCaptureFixture) -> None:
     from streams.app import create_app
     from streams.config import load_rules
 
     ruleset = load_rules(Path(__file__).resolve().parents[1] / "config")
-    with caplog.at_level(logging.WARNING, logger="streams.app"):
-        create_app(Settings(standby_replicas=1, app_id="standby-warn"), ruleset)
+    with caplog.at_level(logging.INFO, logger="streams.app"):
+        create_app(Settings(standby_replicas=1, app_id="standby-note"), ruleset)
     assert [r.getMessage() for r in caplog.records if "standby_replicas is 1" in r.getMessage()]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="streams.app"):
+    with caplog.at_level(logging.INFO, logger="streams.app"):
         create_app(Settings(app_id="standby-quiet"), ruleset)
     assert not [r for r in caplog.records if "standby_replicas" in r.getMessage()]

@@ -32,6 +32,7 @@ from .harness import (
     processed,
     replay_now,
     scrape,
+    split_log,
     total,
     wait_ready,
     wait_until,
@@ -191,6 +192,39 @@ def test_a_worker_joining_mid_replay_loses_nothing_and_adds_nothing(broker, uniq
     # was, not from the changelog's start (``streams.store``); the two it gave up it no longer holds.
     started = _recovery_starts((tmp_path / "first.log").read_text(errors="replace"))
     assert len(started) == 2 and all(offset > 0 for offset in started.values()), started
+
+
+@pytest.mark.broker
+def test_with_standby_copies_the_survivor_reads_back_only_what_its_copies_lack(broker, unique_prefix,
+                                                                               tmp_path: Path) -> None:  # fmt: skip
+    """``standby_replicas: 1``: each worker keeps a copy of the other's state partitions
+    (``streams.store``; Faust's in-memory store dropped them when a recovery ended, so every
+    takeover read from the changelog's start). When one worker stops, the survivor reads none of the
+    four partitions from the start, and the alerts are still the backtest's."""
+    log = generated_log(tmp_path / "events.jsonl", 2000, seed=5)
+    before, after = split_log(log, 1200, tmp_path)
+    expected = backtest_alerts(log)
+    env = worker_env(broker.bootstrap, unique_prefix, tmp_path, partitions=PARTITIONS, MODWATCH_STANDBY_REPLICAS="1")
+    pair = start_pair(env, tmp_path, "pair")
+    survivor, leaving = pair
+    try:
+        replay_now(broker.bootstrap, f"{unique_prefix}.events", before, partitions=PARTITIONS)
+        wait_until(lambda: processed(survivor) + processed(leaving) >= 1200, 120, "1,200 events evaluated",
+                   diagnostics=survivor.log_tail)  # fmt: skip
+        time.sleep(3)  # the copies read the last state changes
+        leaving.stop()
+        replay_now(broker.bootstrap, f"{unique_prefix}.events", after, partitions=PARTITIONS)
+        got, found = incidents(broker.bootstrap, unique_prefix, expected)
+        assert survivor.alive()
+    finally:
+        for worker in pair:
+            worker.stop()
+    started = _recovery_starts((tmp_path / "pair-a.log").read_text(errors="replace"))
+    print(f"the survivor's recovery started at {started}; {len(got.ids & set(expected))}/{len(expected)} alerts "
+          f"by id, {len(found.reanchored)} re-anchored, {len(found.missing)} missing, {len(found.extra)} extra")
+    assert len(started) == 4 and all(offset >= 0 for offset in started.values()), started
+    assert (found.missing, found.extra) == ([], []), (found.missing[:5], found.extra[:5])
+    assert got.differing_repeats() == []
 
 
 _START_ROW = re.compile(r"^\|\s*\S+\s*\|\s*(\d+)\s*\|\s*(-?\d+)\s*\|$", re.M)
