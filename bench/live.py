@@ -313,8 +313,10 @@ def _recovery_in_log(text: str) -> dict[str, Any]:
         stamps = _LOG_TIME.findall(text[text.rfind("\n", 0, at) + 1 : at]) if at >= 0 else []
         if stamps:
             times[name] = datetime.strptime(stamps[-1], "%Y-%m-%d %H:%M:%S,%f")
-    if len(times) == 2:
+    if len(times) == 2 and text.rfind("Restoring state from changelog topics") > table:
         out["state_read_s"] = round((times["end"] - times["start"]).total_seconds(), 2)
+    elif table >= 0:
+        out["state_read_s"] = 0.0  # the last recovery found nothing to read ("Restoring state" not logged)
     return out
 
 
@@ -361,8 +363,6 @@ def _join_run(broker: EmbeddedBroker, lines: list[str], app_id: str, workdir: Pa
     began = text.rfind("generation id", 0, ready)
     paused = (_time_at(text, ready) - _time_at(text, began)).total_seconds()
     recovered = _recovery_in_log(text[: text.find("\n", ready)])
-    if "active_read_from_offset" in recovered and "state_read_s" not in recovered:
-        recovered["state_read_s"] = 0.0  # Faust found nothing to read ("Restoring state" not logged)
     return {"paused_s": round(paused, 2), "state_keys_before": keys, "state_keys_after": keys_after, **recovered}
 
 

@@ -134,6 +134,10 @@ def _state_read(run: dict[str, Any], name: str) -> str:
     the changelog's start (runs before 30 Nov 2026 13:16 lack both)."""
     seconds = (run.get("state_read_s") or {}).get(name)
     counts = (run.get("partitions_read_from_start") or {}).get(name)
+    runs = (run.get("runs") or {}).get(name) or []
+    if seconds is None and runs and all("active_read_from_offset" in r and "state_read_s" not in r for r in runs):
+        # Faust logged where each partition's reading would start, and then had nothing to read
+        return " (nothing read back: each run started every partition after an offset its store held)"
     if seconds is None or not counts:
         return ""
     if len(set(counts)) == 1:
