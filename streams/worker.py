@@ -418,6 +418,40 @@ def state_logged_at_commit() -> bool:
     return getattr(Consumer, "_modwatch_commit_tps", None) is not None
 
 
+def leave_group_from_generation_zero() -> None:
+    """Make a stopping worker leave its consumer group in the group's first generation too.
+
+    aiokafka sends LeaveGroup only from generation 1 (``GroupCoordinator._maybe_leave_group``:
+    ``generation > 0``). Apache Kafka numbers a group's first generation 1; Tansu numbers it 0. So on
+    Tansu a worker stopped in that generation stayed a member until its session timed out
+    (``session_timeout_seconds``): the survivor of two workers started together took the partitions
+    over that much later, and a restarted worker's first assignment waited as long. Kafka's own
+    client leaves whenever it has a member id; this does too, as aiokafka does from generation 1.
+    """
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.errors import KafkaError
+    from aiokafka.protocol.group import LeaveGroupRequest
+
+    cls: Any = GroupCoordinator
+    if getattr(cls, "_modwatch_maybe_leave_group", None) is not None:
+        return
+    original = cls._modwatch_maybe_leave_group = cls._maybe_leave_group
+
+    async def _maybe_leave_group(self: Any) -> None:
+        if self.generation != 0 or not self.member_id or self._group_instance_id is not None:
+            await original(self)  # aiokafka's: leaves from generation 1, resets the generation
+            return
+        try:
+            await self._send_req(LeaveGroupRequest(self.group_id, self.member_id))
+        except KafkaError as exc:  # a minimal effort, as aiokafka's: the session times out instead
+            log.warning("could not leave the consumer group: %r", exc)
+        else:
+            log.info("left the consumer group (generation 0)")
+        self.reset_generation()
+
+    cls._maybe_leave_group = _maybe_leave_group
+
+
 def use_event_loop(name: str = "uvloop") -> str:
     """Install the event loop policy Faust will run on; returns the one in use.
 
@@ -460,6 +494,7 @@ def run_worker(settings: Settings, loglevel: str = "info", loop: str = "uvloop",
     fetch_only_active_partitions()
     commit_before_revoking()
     log_state_before_commit()
+    leave_group_from_generation_zero()
     if fast_delivery:
         deliver_without_tasks()
     from .app import create_app

@@ -20,6 +20,7 @@ from streams.worker import (
     CommitHook,
     commit_before_revoking,
     deliver_without_tasks,
+    leave_group_from_generation_zero,
     log_state_before_commit,
     seek_before_resuming,
     state_logged_at_commit,
@@ -434,3 +435,29 @@ def test_a_rebalance_ends_the_wait_for_the_changelog_queue() -> None:
 
     assert asyncio.run(main()) == 8
 
+
+
+def test_a_worker_leaves_its_group_in_the_first_generation_too() -> None:
+    """Tansu numbers a group's first generation 0, and aiokafka leaves a group only from 1: a worker
+    stopped in that generation stayed a member until its session timed out."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    leave_group_from_generation_zero()
+    sent: list[Any] = []
+    reset: list[bool] = []
+
+    async def send_req(request: Any) -> None:
+        sent.append(request)
+
+    def member(generation: int, member_id: str, instance: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(generation=generation, member_id=member_id, group_id="g", _group_instance_id=instance,
+                               _send_req=send_req, reset_generation=lambda: reset.append(True))  # fmt: skip
+
+    asyncio.run(GroupCoordinator._maybe_leave_group(member(0, "m-1")))
+    assert [(r._group, r._member_id) for r in sent] == [("g", "m-1")] and reset == [True]
+    asyncio.run(GroupCoordinator._maybe_leave_group(member(1, "m-2")))  # aiokafka's own path
+    assert [r._member_id for r in sent] == ["m-1", "m-2"]
+    sent.clear()
+    asyncio.run(GroupCoordinator._maybe_leave_group(member(-1, "")))  # never joined: nothing to leave
+    asyncio.run(GroupCoordinator._maybe_leave_group(member(0, "m-3", instance="static-1")))  # static membership
+    assert sent == []
