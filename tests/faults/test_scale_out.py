@@ -195,16 +195,18 @@ def test_a_worker_joining_mid_replay_loses_nothing_and_adds_nothing(broker, uniq
 
 
 @pytest.mark.broker
-def test_with_standby_copies_the_survivor_reads_back_only_what_its_copies_lack(broker, unique_prefix,
-                                                                               tmp_path: Path) -> None:  # fmt: skip
-    """``standby_replicas: 1``: each worker keeps a copy of the other's state partitions
-    (``streams.store``; Faust's in-memory store dropped them when a recovery ended, so every
-    takeover read from the changelog's start). When one worker stops, the survivor reads none of the
-    four partitions from the start, and the alerts are still the backtest's."""
+@pytest.mark.parametrize("standby", [0, 1])
+def test_a_survivor_reads_back_only_what_it_does_not_hold(broker, unique_prefix, tmp_path: Path,
+                                                          standby: int) -> None:  # fmt: skip
+    """One of two workers stops mid-replay. The survivor keeps the state partitions it held and reads
+    the others from the changelog's start; with ``standby_replicas: 1`` it holds a copy of those too
+    (``streams.store``; Faust's in-memory store dropped the copies when a recovery ended), and reads
+    none from the start. The alerts are the backtest's either way."""
     log = generated_log(tmp_path / "events.jsonl", 2000, seed=5)
     before, after = split_log(log, 1200, tmp_path)
     expected = backtest_alerts(log)
-    env = worker_env(broker.bootstrap, unique_prefix, tmp_path, partitions=PARTITIONS, MODWATCH_STANDBY_REPLICAS="1")
+    env = worker_env(broker.bootstrap, unique_prefix, tmp_path, partitions=PARTITIONS,
+                     MODWATCH_STANDBY_REPLICAS=str(standby))  # fmt: skip
     pair = start_pair(env, tmp_path, "pair")
     survivor, leaving = pair
     try:
@@ -222,7 +224,8 @@ def test_with_standby_copies_the_survivor_reads_back_only_what_its_copies_lack(b
     started = _recovery_starts((tmp_path / "pair-a.log").read_text(errors="replace"))
     print(f"the survivor's recovery started at {started}; {len(got.ids & set(expected))}/{len(expected)} alerts "
           f"by id, {len(found.reanchored)} re-anchored, {len(found.missing)} missing, {len(found.extra)} extra")
-    assert len(started) == 4 and all(offset >= 0 for offset in started.values()), started
+    from_start = sorted(partition for partition, offset in started.items() if offset < 0)
+    assert len(started) == 4 and len(from_start) == (0 if standby else 2), started
     assert (found.missing, found.extra) == ([], []), (found.missing[:5], found.extra[:5])
     assert got.differing_repeats() == []
 
