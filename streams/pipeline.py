@@ -488,10 +488,10 @@ class Evaluator:
     def forget_partitions(self, partitions: set[int]) -> int:
         """Called on rebalance, after ``keep_partitions``, with the keyed partitions this worker holds
         (its own and its standby copies): delete from the store the keys of the partitions it held
-        before and no longer does. Their new owner reads them from
-        the changelog; kept, they would be memory held for nothing and, were the partition to come
-        back, a base that unlogged changes could have left wrong (it is then read from the start,
-        ``streams.store``). Walks the store only when a partition was lost. Returns the keys deleted."""
+        before and no longer does. Their new owner reads them from the changelog; kept, they would
+        be memory held for nothing and, were the partition to come back, a base that unlogged
+        changes could have left wrong (it is then read from the start, ``streams.store``). Walks
+        the store only when a partition was lost. Returns the keys deleted."""
         lost = self.held - partitions
         self.held = frozenset(partitions)
         if not lost:

@@ -4,8 +4,8 @@ data has reached, so that a rebalance reads back only what the worker does not a
 Faust starts reading an assigned state partition's changelog at the offset the store reports
 (``persisted_offset``). Its in-memory store reports none, so every rebalance, a worker joining or
 leaving, made every worker read every partition it was assigned back from the changelog's start,
-its own partitions too, while its streams waited (~7.5 s for ~30k entries here, growing with the
-state: README, Performance, Failover).
+its own partitions too, while its streams waited (2.5-7.5 s for ~30k entries on the bench's
+machines, growing with the state: README, Performance, "Failover").
 
 This store reports, for each changelog partition the worker holds (as active, or as a standby copy)
 since the last rebalance, the last offset its data reflects:
@@ -44,8 +44,8 @@ SCHEME = "modwatch"  # store URL ``modwatch://``, the worker's ``store`` setting
 
 
 class Store(memory.Store):
-    """Faust's in-memory store that knows the changelog offset its data has reached per active
-    partition (module docstring)."""
+    """Faust's in-memory store that knows the changelog offset its data has reached in each
+    partition it holds, as active or as a standby copy (module docstring)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
