@@ -1,5 +1,6 @@
 """The worker's state store (``streams.store``): the changelog offset its data has reached, per
-partition held as active, is what Faust's recovery starts reading from after a rebalance."""
+partition it holds (as active or as a standby copy), is what Faust's recovery starts reading from
+after a rebalance."""
 
 from __future__ import annotations
 
