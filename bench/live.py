@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ def _run(kind: str, broker: EmbeddedBroker, app_id: str, topic: str, workdir: Pa
             if index:
                 proc_env = app_env(bootstrap, app_id, topic, workdir / f"p{index}", partitions, loop, faust)
             procs.append(Proc(kind, proc_env, workdir / f"{app_id}.log"))
-        others = {"broker": [broker.pid]} if broker.pid is not None else {}
+        others: dict[str, Sequence[int]] = {"broker": [broker.pid]} if broker.pid is not None else {}
         timing = time_processing(procs, total, poll=TRIVIAL_POLL if kind == TRIVIAL else POLL, others=others)
         rebalances = sum(p.metric("modwatch_rebalances_total") or 0.0 for p in procs) if kind == WORKER else None
     finally:
