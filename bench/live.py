@@ -287,9 +287,7 @@ def _failover_run(broker: EmbeddedBroker, lines: list[str], app_id: str, workdir
     finally:
         for proc in procs:
             proc.stop()
-    with survivor.log_path.open("rb") as log_file:
-        log_file.seek(log_from)
-        recovered = _recovery_in_log(log_file.read().decode(errors="replace"))
+    recovered = _recovery_in_log(_log_after(survivor.log_path, log_from))
     return {"failover_s": round(took, 2), "state_keys_before": keys, "state_keys_after": keys_after, **recovered}
 
 
@@ -415,24 +413,22 @@ def failover(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
     took = {name: median([r["failover_s"] for r in rs]) for name, rs in runs.items()}
     read = {name: median(times) if (times := [r["state_read_s"] for r in rs if "state_read_s" in r]) else None
             for name, rs in runs.items()}  # fmt: skip
-    # Partitions the survivor read from the changelog's start (offset -1), per run: the two it took
-    # over as shipped; all four with Faust's in-memory store.
-    from_start = {name: [sum(1 for o in r.get("active_read_from_offset", {}).values() if o < 0) for r in rs]
-                  for name, rs in runs.items()}  # fmt: skip
+    paused = {name: median([r["paused_s"] for r in rs]) for name, rs in joins.items()}
+
+    def from_start(rs: list[dict[str, Any]]) -> list[int]:
+        """Per run, the partitions a recovery read from the changelog's start (offset -1)."""
+        return [sum(1 for o in r.get("active_read_from_offset", {}).values() if o < 0) for r in rs]
+
     return {"events": events, "partitions": 4, "rounds": rounds, "runs": runs,
             "failover_s": {name: round(t, 2) for name, t in took.items()},
             "state_read_s": {name: None if t is None else round(t, 2) for name, t in read.items()},
-            "partitions_read_from_start": from_start,
+            "partitions_read_from_start": {name: from_start(rs) for name, rs in runs.items()},
             "ratio_shipped_vs_faust_store": ratio(took["as shipped"], took["faust_memory_store"]),
             "join_runs": joins,
-            "join_paused_s": {name: median([r["paused_s"] for r in rs]) for name, rs in joins.items()},
+            "join_paused_s": paused,
             "join_state_read_s": {name: median([r.get("state_read_s", 0.0) for r in rs]) for name, rs in joins.items()},
-            "join_partitions_read_from_start": {
-                name: [sum(1 for o in r.get("active_read_from_offset", {}).values() if o < 0) for r in rs]
-                for name, rs in joins.items()},
-            "ratio_join_paused_shipped_vs_faust_store": ratio(
-                median([r["paused_s"] for r in joins["as shipped"]]),
-                median([r["paused_s"] for r in joins["faust_memory_store"]])),
+            "join_partitions_read_from_start": {name: from_start(rs) for name, rs in joins.items()},
+            "ratio_join_paused_shipped_vs_faust_store": ratio(paused["as shipped"], paused["faust_memory_store"]),
             "ratio_standby_vs_none": ratio(took["standby_replicas=1"], took["as shipped"])}  # fmt: skip
 
 

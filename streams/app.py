@@ -166,7 +166,7 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     runtime = Runtime(app, engine, router, evaluator, sinks, health, topics)
     input_names = set(settings.topics.input_topics())
     keyed_name = topics["keyed"].get_topic_name()
-    changelog = table.changelog_topic
+    changelog = table.changelog_topic.get_topic_name()
 
     # Records go to the producer directly, not through ``topic.send()``: Faust's send yields to the
     # event loop on every call (``maybe_start_producer`` is a stampede, which sleeps first), and at
@@ -197,15 +197,15 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         """Each changed key's value to its changelog partition, serialised as the table would
         (a deleted key is a tombstone, as Faust's own ``del table[key]`` sends); a value over the
         producer's record size is left out (``changelog_records`` says why)."""
-        name = changelog.get_topic_name()
         limit = app.conf.producer_max_request_size - RECORD_OVERHEAD
         last: dict[int, Awaitable[Any]] = {}  # partition -> its last record's acknowledgement
         for key, value, partition in changelog_records(changes, table_dumps, limit, health):
-            last[partition] = await produce(name, key, value, partition)
+            last[partition] = await produce(changelog, key, value, partition)
         # The store's offset for each partition (``streams.store``): a partition's records are
         # acknowledged in order, so its last record's offset covers the others.
         for partition, sent in last.items():
-            asyncio.ensure_future(sent).add_done_callback(functools.partial(_logged, table.data, TP(name, partition)))
+            reached = functools.partial(_logged, table.data, TP(changelog, partition))
+            asyncio.ensure_future(sent).add_done_callback(reached)
 
     # One batch at a time, whichever agent runs it: both change the state, and a batch's changes
     # must all be in the producer before its offsets are acked. Unlocked, ``evaluate``
@@ -302,7 +302,7 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
             log.warning("forgot %d unlogged state changes of keyed partitions now owned by another worker "
                         "(it reads them again from the committed offsets)", dropped)  # fmt: skip
         # Standby copies' keys stay: Faust reads them into the store (``streams.store``).
-        standby = {tp.partition for tp in app.assignor.assigned_standbys() if tp.topic == changelog.get_topic_name()}
+        standby = {tp.partition for tp in app.assignor.assigned_standbys() if tp.topic == changelog}
         deleted = evaluator.forget_partitions(keyed | standby)
         if deleted:
             log.info("dropped %d state keys of keyed partitions now held by other workers", deleted)
