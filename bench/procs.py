@@ -31,8 +31,8 @@ TRIVIAL = "bench.trivial_app"
 
 # Faust's own defaults for every setting the shipped worker tunes: laid over the shipped settings,
 # they give the untuned baseline. ``fetch_max_wait_ms`` is not a Faust setting (Faust hard-codes
-# 1,500 ms): bench.worker_variant hands it to streams.worker.set_fetch_max_wait. Nor is ``fast_delivery``:
-# False leaves Faust's delivery of records as it is (streams.worker.deliver_without_tasks).
+# 1,500 ms): bench.worker_variant hands it to streams.faust_patches.set_fetch_max_wait. Nor is ``fast_delivery``:
+# False leaves Faust's delivery of records as it is (streams.faust_patches.deliver_without_tasks).
 FAUST_DEFAULTS: dict[str, Any] = {
     "fetch_max_wait_ms": None,
     "stream_buffer_maxsize": 4096,

@@ -18,14 +18,9 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streams.app import _faust_settings
+from streams.faust_patches import FETCH_MAX_WAIT_MS, deliver_without_tasks, set_fetch_max_wait
 from streams.settings import Settings
-from streams.worker import (
-    FETCH_MAX_WAIT_MS,
-    deliver_without_tasks,
-    ensure_topics,
-    set_fetch_max_wait,
-    use_event_loop,
-)
+from streams.worker import ensure_topics, use_event_loop
 
 from .worker_variant import overrides
 

@@ -2,7 +2,7 @@
 
 ``$BENCH_FAUST`` is a JSON object of Faust settings laid over ``streams.app._faust_settings`` (to
 measure one tuning at a time, or to put Faust's defaults back), plus ``fetch_max_wait_ms`` for
-``streams.worker.set_fetch_max_wait``, ``fast_delivery`` for ``streams.worker.deliver_without_tasks``
+``streams.faust_patches.set_fetch_max_wait``, ``fast_delivery`` for ``streams.faust_patches.deliver_without_tasks``
 and ``local_evaluation``, ``bundle_keyed_records`` and ``standby_replicas`` for the settings of those
 names; ``$BENCH_LOOP`` is ``uvloop`` or ``asyncio``; ``$BENCH_LOGLEVEL`` is the worker's log level
 (``warning`` unless set; ``info`` logs Faust's recovery, which the ``failover`` section reads);
@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from streams import app as app_module
+from streams.faust_patches import FETCH_MAX_WAIT_MS
 from streams.settings import Settings
-from streams.worker import FETCH_MAX_WAIT_MS, run_worker
+from streams.worker import run_worker
 
 
 def overrides() -> dict[str, Any]:

@@ -24,13 +24,13 @@ from .alerts import Alert
 from .config import RuleSet
 from .decode import Limits
 from .engine import Engine
+from .faust_patches import CommitHook, state_logged_at_commit
 from .metrics import Health
 from .pipeline import Change, Evaluator, Outgoing, Router, bundle, changelog_records
 from .settings import Settings
 from .sinks import SinkSet
 from .store import SCHEME as STORE_SCHEME
 from .store import register as register_store
-from .worker import CommitHook, state_logged_at_commit
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "store": f"{STORE_SCHEME}://",  # Faust's in-memory store that reports its changelog offsets
         # Faust's check that a store's offset is not past the changelog's end. Here it could only fail
         # when the end is under-reported (Tansu's ListOffsets, when the Fetch that corrects it fails:
-        # ``streams.worker.use_fetched_highwaters``), and failing stops the worker; unchecked, that
+        # ``streams.faust_patches.use_fetched_highwaters``), and failing stops the worker; unchecked, that
         # partition just has nothing left to read.
         "recovery_consistency_check": False,
         "topic_partitions": settings.topics.partitions,
@@ -134,7 +134,7 @@ def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[EventT]]:
     events are acked when the next list is asked for: after the caller handed its records to the
     producer, which Faust flushes before it commits offsets (at least once). Its state changes are
     handed over then too, or at the latest when the offsets are chosen for a commit
-    (``streams.worker.log_state_before_commit``)."""
+    (``streams.faust_patches.log_state_before_commit``)."""
     return stream.take_events(BATCH, within=BATCH_WITHIN)  # type: ignore[attr-defined]  # not on StreamT
 
 

@@ -328,7 +328,7 @@ class Evaluator:
         self.partitions = partitions
         self.shards: dict[int, Shard] = {}
         self.dirty: dict[int, set[str]] = {}  # keyed partition -> keys written since the last flush
-        # Set by the app when offsets are committed through ``streams.worker.log_state_before_commit``:
+        # Set by the app when offsets are committed through ``streams.faust_patches.log_state_before_commit``:
         # a key already logged since the last commit, and the watermarks, wait for the commit.
         self.defer = False
         self.logged: set[str] = set()  # keys logged since the last commit (with ``defer``)

@@ -1,4 +1,4 @@
-"""What ``streams.worker`` changes in Faust, checked on Faust's own methods with a stand-in consumer
+"""What ``streams.faust_patches`` changes in Faust, checked on Faust's own methods with a stand-in consumer
 (no broker): the ordering they enforce is what matters. The worker tests under ``tests/faults``
 show the effect against a broker."""
 
@@ -16,7 +16,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from mode.utils.locks import Event
 
-from streams.worker import (
+from streams.faust_patches import (
     CommitHook,
     commit_before_revoking,
     deliver_without_tasks,

@@ -175,7 +175,7 @@ def test_changelog_end_offsets_come_from_a_fetch(session_broker, unique_prefix):
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.worker import fetched_highwaters
+    from streams.faust_patches import fetched_highwaters
 
     topic, empty = f"{unique_prefix}.changelog", f"{unique_prefix}.empty"
     create_topics(session_broker.bootstrap, {topic: 1, empty: 1})
@@ -212,7 +212,7 @@ def test_a_fetch_returns_only_the_active_partitions(session_broker, unique_prefi
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    from streams.worker import fetch_only_active_partitions
+    from streams.faust_patches import fetch_only_active_partitions
 
     topic = f"{unique_prefix}.events"
     create_topics(session_broker.bootstrap, {topic: 2})
