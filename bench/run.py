@@ -20,7 +20,7 @@ from typing import Any
 
 from .common import REPO, RESULTS, log, machine, ratio, write_result
 
-SECTIONS = ("engine", "rules", "memory", "profile", "live", "scaleout", "failover", "latency", "recovery")
+SECTIONS = ("engine", "rules", "memory", "profile", "compiled", "live", "scaleout", "failover", "latency", "recovery")
 BEGIN, END = "<!-- bench:table:begin -->", "<!-- bench:table:end -->"
 
 
@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--curve-events", type=int, default=100_000, help="log length for the rule-count curve")
     parser.add_argument("--memory-events", type=int, default=None, help="distinct actors (default: --events)")
     parser.add_argument("--profile-events", type=int, default=100_000)
+    parser.add_argument("--compiled-events", type=int, default=200_000,
+                        help="log length of the mypyc probe (section compiled)")  # fmt: skip
+    parser.add_argument("--compiled-rounds", type=int, default=3, help="interleaved rounds of the mypyc probe")
     parser.add_argument("--live-events", type=int, default=60_000, help="events per live throughput run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the live variants")
     parser.add_argument("--latency-rates", default="2000,250",
@@ -47,13 +50,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_section(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from . import engine, live
+    from . import compiled, engine, live
 
     sections: dict[str, Callable[[], dict[str, Any]]] = {
         "engine": lambda: engine.throughput(workdir, args.events),
         "rules": lambda: engine.rule_curve(workdir, args.curve_events),
         "memory": lambda: engine.memory(workdir, args.memory_events or args.events),
         "profile": lambda: engine.profile(workdir, args.profile_events),
+        "compiled": lambda: compiled.probe(workdir, args.compiled_events, args.compiled_rounds),
         "live": lambda: live.throughput(workdir, args.live_events, args.rounds),
         "scaleout": lambda: live.scale_out(workdir, args.live_events, args.rounds),
         "failover": lambda: live.failover(workdir, args.live_events, args.rounds),
@@ -174,6 +178,19 @@ def table() -> str:
             add(f"Cost vs rules: {row['rules']} rule(s), {r['events']:,} events", f"{row['events_per_s']:,} ev/s",
                 f"parse-only {r['parse_only_events_per_s']:,} ev/s; 1 rule",
                 f"{row['ratio_vs_parse_only']}x; {row['ratio_vs_1_rule']}x")  # fmt: skip
+    if (c := _load("compiled")) is not None:
+        what = "Engine compiled with mypyc (a probe, not shipped: `bench/compiled.py`)"
+        if "skipped" in c:
+            add(what, "not run", c["skipped"], "-")
+        else:
+            tests = c["tests_on_compiled"]
+            add(f"{what}: `backtest`, {c['events']:,} events, source of {c['base_commit']}; "
+                f"engine tests on the compiled copy: {tests['summary']}", f"{c['compiled_events_per_s']:,} ev/s",
+                f"pure Python, same source {c['pure_events_per_s']:,} ev/s; "
+                f"parse-only {c['parse_only_events_per_s']:,} ev/s",
+                f"{c['compiled_vs_pure']}x pure; {c['compiled_vs_parse_only']}x parse-only "
+                f"(pure {c['pure_vs_parse_only']}x)", ">= 0.5x parse-only",
+                _verdict(c["compiled_vs_parse_only"], 0.5))  # fmt: skip
     if (lv := _load("live")) is not None:
         v = lv["variants"]
         shipped, trivial = v["worker as shipped"], v["trivial agent, same settings as shipped"]
