@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 ensure_venv test
 .venv/bin/ruff check .
 .venv/bin/mypy
+.venv/bin/mypy bench  # the benchmark: not run here, but kept type-correct
 ./scripts/setup-browser.sh  # headless Chromium for tests/test_report.py
 ./scripts/setup-services.sh  # Prometheus, Alertmanager, docker-compose for tests/observability
 exec .venv/bin/python -m pytest "$@"
