@@ -57,6 +57,7 @@ TUNINGS: dict[str, dict[str, Any]] = {
     "producer_threaded": {"producer_threaded": True},
     "fetch_max_wait=50ms": {"fetch_max_wait_ms": 50},
     "delivery without tasks": {"fast_delivery": True},
+    "fetch loop woken on buffer drop": {"wake_on_buffer_drop": True},
 }
 
 

@@ -32,7 +32,8 @@ TRIVIAL = "bench.trivial_app"
 # Faust's own defaults for every setting the shipped worker tunes: laid over the shipped settings,
 # they give the untuned baseline. ``fetch_max_wait_ms`` is not a Faust setting (Faust hard-codes
 # 1,500 ms): bench.worker_variant hands it to streams.faust_patches.set_fetch_max_wait. Nor is ``fast_delivery``:
-# False leaves Faust's delivery of records as it is (streams.faust_patches.deliver_without_tasks).
+# False leaves Faust's delivery of records as it is (streams.faust_patches.deliver_without_tasks), nor
+# ``wake_on_buffer_drop``: False leaves Faust's fetch loop as it is (wake_fetch_on_buffer_drop).
 FAUST_DEFAULTS: dict[str, Any] = {
     "fetch_max_wait_ms": None,
     "stream_buffer_maxsize": 4096,
@@ -42,6 +43,7 @@ FAUST_DEFAULTS: dict[str, Any] = {
     "producer_max_batch_size": 16384,
     "producer_threaded": False,
     "fast_delivery": False,
+    "wake_on_buffer_drop": False,
 }
 
 

@@ -18,7 +18,12 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streams.app import _faust_settings
-from streams.faust_patches import FETCH_MAX_WAIT_MS, deliver_without_tasks, set_fetch_max_wait
+from streams.faust_patches import (
+    FETCH_MAX_WAIT_MS,
+    deliver_without_tasks,
+    set_fetch_max_wait,
+    wake_fetch_on_buffer_drop,
+)
 from streams.settings import Settings
 from streams.worker import ensure_topics, use_event_loop
 
@@ -44,6 +49,8 @@ def main() -> int:
     set_fetch_max_wait(extra.pop("fetch_max_wait_ms", FETCH_MAX_WAIT_MS))  # null: Faust's 1,500 ms
     if extra.pop("fast_delivery", True):  # as the worker: Faust's floor with the same change to Faust
         deliver_without_tasks()
+    if extra.pop("wake_on_buffer_drop", True):  # as the worker
+        wake_fetch_on_buffer_drop()
     import faust
 
     app = faust.App(settings.app_id, **{**_faust_settings(settings), **extra})

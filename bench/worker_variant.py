@@ -2,13 +2,15 @@
 
 ``$BENCH_FAUST`` is a JSON object of Faust settings laid over ``streams.app._faust_settings`` (to
 measure one tuning at a time, or to put Faust's defaults back), plus ``fetch_max_wait_ms`` for
-``streams.faust_patches.set_fetch_max_wait``, ``fast_delivery`` for ``streams.faust_patches.deliver_without_tasks``
-and ``local_evaluation``, ``bundle_keyed_records`` and ``standby_replicas`` for the settings of those
-names; ``$BENCH_LOOP`` is ``uvloop`` or ``asyncio``; ``$BENCH_LOGLEVEL`` is the worker's log level
-(``warning`` unless set; ``info`` logs Faust's recovery, which the ``failover`` section reads);
-``$BENCH_GC_LOG=1`` logs each garbage collection of 10 ms or more (``log_gc_pauses``);
-``$BENCH_STALL_LOG=1`` logs each stall of the event loop of 40 ms or more with what the loop's
-thread was running (``log_stalls``). Everything else comes from the usual ``MODWATCH_*`` environment.
+``streams.faust_patches.set_fetch_max_wait``, ``fast_delivery`` for
+``streams.faust_patches.deliver_without_tasks``, ``wake_on_buffer_drop`` for
+``streams.faust_patches.wake_fetch_on_buffer_drop`` and ``local_evaluation``, ``bundle_keyed_records``
+and ``standby_replicas`` for the settings of those names; ``$BENCH_LOOP`` is ``uvloop`` or
+``asyncio``; ``$BENCH_LOGLEVEL`` is the worker's log level (``warning`` unless set; ``info`` logs
+Faust's recovery, which the ``failover`` section reads); ``$BENCH_GC_LOG=1`` logs each garbage
+collection of 10 ms or more (``log_gc_pauses``); ``$BENCH_STALL_LOG=1`` logs each stall of the event
+loop of 40 ms or more with what the loop's thread was running (``log_stalls``). Everything else
+comes from the usual ``MODWATCH_*`` environment.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ def main() -> int:
     own = {name: cast(value) for name, cast in MODWATCH_SETTINGS.items()
            if (value := extra.pop(name, None)) is not None}  # fmt: skip
     fast_delivery = bool(extra.pop("fast_delivery", True))
+    wake_on_buffer_drop = bool(extra.pop("wake_on_buffer_drop", True))
     shipped = app_module._faust_settings
 
     def patched(settings: Settings) -> dict[str, Any]:
@@ -127,7 +130,7 @@ def main() -> int:
     settings = Settings(**own)
     loglevel = os.environ.get("BENCH_LOGLEVEL", "warning")
     return run_worker(settings, loglevel=loglevel, loop=loop, fetch_max_wait_ms=fetch_wait,
-                      fast_delivery=fast_delivery)  # fmt: skip
+                      fast_delivery=fast_delivery, wake_on_buffer_drop=wake_on_buffer_drop)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -54,9 +54,11 @@ def run_worker(
     loop: str = "uvloop",
     fetch_max_wait_ms: int | None = patches.FETCH_MAX_WAIT_MS,
     fast_delivery: bool = True,
+    wake_on_buffer_drop: bool = True,
 ) -> int:
     """Run until SIGINT/SIGTERM. Returns the process exit code. ``fast_delivery=False`` leaves Faust's
-    delivery of records as it is (``faust_patches.deliver_without_tasks``), for the benchmark."""
+    delivery of records as it is (``faust_patches.deliver_without_tasks``), and ``wake_on_buffer_drop=False``
+    Faust's fetch loop (``faust_patches.wake_fetch_on_buffer_drop``), for the benchmark."""
     import faust
 
     ruleset = load_rules(settings.rules_dir)
@@ -77,6 +79,8 @@ def run_worker(
     patches.leave_group_from_generation_zero()
     if fast_delivery:
         patches.deliver_without_tasks()
+    if wake_on_buffer_drop:
+        patches.wake_fetch_on_buffer_drop()
     from .app import create_app
 
     runtime = create_app(settings, ruleset)

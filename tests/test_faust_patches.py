@@ -24,6 +24,7 @@ from streams.faust_patches import (
     log_state_before_commit,
     seek_before_resuming,
     state_logged_at_commit,
+    wake_fetch_on_buffer_drop,
 )
 
 EVENTS = TP("events", 0)
@@ -461,3 +462,101 @@ def test_a_worker_leaves_its_group_in_the_first_generation_too() -> None:
     asyncio.run(GroupCoordinator._maybe_leave_group(member(-1, "")))  # never joined: nothing to leave
     asyncio.run(GroupCoordinator._maybe_leave_group(member(0, "m-3", instance="static-1")))  # static membership
     assert sent == []
+
+
+class Buffering:
+    """What Faust's flow control (``on_buffer_full``, ``on_buffer_drop``, ``_get_active_partitions``)
+    and its fetch loop's ``_wait_next_records`` use of a consumer. Its fetch answers with what
+    ``records`` holds for the active partitions or, with none, waits as aiokafka does for new records;
+    ``thread`` stands for the consumer thread that owns aiokafka's fetch waiters."""
+
+    def __init__(self, assigned: set[TP]) -> None:
+        self.app = SimpleNamespace(in_recovery=False, client_only=False)
+        self.flow_active = True
+        self._active_partitions: set[TP] | None = set(assigned)
+        self._buffered_partitions: set[TP] = set()
+        self._paused_partitions: set[TP] = set()
+        self.not_waiting_next_records = Event()
+        self.records: dict[TP, list[str]] = {}
+        self.waiter: asyncio.Future[None] | None = None
+        self._thread: Any = None
+
+    _get_active_partitions = Consumer._get_active_partitions  # Faust's own: the live set
+
+    async def sleep(self, seconds: float) -> None:  # mode's Service.sleep, without the stop
+        await asyncio.sleep(seconds)
+
+    async def _getmany(self, active_partitions: set[TP], timeout: float) -> dict[TP, list[str]]:
+        while True:
+            found = {tp: rs for tp, rs in self.records.items() if tp in active_partitions}
+            if found:
+                return found
+            self.waiter = asyncio.get_running_loop().create_future()
+            self._thread._consumer._fetcher._fetch_waiters.add(self.waiter)
+            try:
+                await asyncio.wait_for(self.waiter, timeout)
+            except TimeoutError:
+                return {}
+            finally:
+                self._thread._consumer._fetcher._fetch_waiters.discard(self.waiter)
+
+
+async def _turns(count: int = 10) -> None:
+    """Let the event loop run ``count`` rounds of ready callbacks (no wall-clock time)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def test_a_paused_partition_that_comes_back_wakes_the_fetch_loop_sleeping_with_none_active() -> None:
+    """Faust's fetch loop sleeps a second when no partition is active; the trivial agent, whose one
+    partition was paused at every full buffer, spent most of its time there."""
+    wake_fetch_on_buffer_drop()
+    wake_fetch_on_buffer_drop()  # a second call changes nothing
+
+    async def scenario(wake: bool) -> tuple[bool, Any]:
+        consumer = Buffering({EVENTS})
+        consumer.records = {EVENTS: ["r1"]}
+        Consumer.on_buffer_full(consumer, EVENTS)  # type: ignore[arg-type]
+        assert Consumer._get_active_partitions(consumer) == set()  # type: ignore[arg-type]
+        wait = Consumer._wait_next_records if wake else Consumer._modwatch_wait_next_records  # type: ignore[attr-defined]
+        task = asyncio.ensure_future(wait(consumer, 1.0))
+        await _turns()
+        assert not task.done()  # waiting: nothing is active
+        drop = Consumer.on_buffer_drop if wake else Consumer._modwatch_on_buffer_drop  # type: ignore[attr-defined]
+        drop(consumer, EVENTS)
+        await _turns()
+        done = task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return done, (task.result() if done else None)
+
+    done, result = asyncio.run(scenario(wake=True))
+    assert done and result == ({}, {EVENTS})  # the next round of the loop fetches EVENTS' records
+    done, _ = asyncio.run(scenario(wake=False))
+    assert not done  # Faust as it is: still asleep, up to a second
+
+
+def test_a_paused_partition_that_comes_back_releases_the_fetch_waiting_for_the_others() -> None:
+    """With other partitions still active, Faust's fetch waits in aiokafka for new records of those;
+    the partition that came back has its records fetched already, and waited with them."""
+    wake_fetch_on_buffer_drop()
+
+    async def scenario() -> None:
+        consumer = Buffering({EVENTS, KEYED})
+        fetcher = SimpleNamespace(_fetch_waiters=set())
+        consumer._thread = SimpleNamespace(thread_loop=asyncio.get_running_loop(),
+                                           _consumer=SimpleNamespace(_fetcher=fetcher))  # fmt: skip
+        consumer.records = {EVENTS: ["r1", "r2"]}
+        Consumer.on_buffer_full(consumer, EVENTS)  # type: ignore[arg-type]
+        task = asyncio.ensure_future(Consumer._wait_next_records(consumer, 1.0))  # type: ignore[arg-type]
+        await _turns()
+        assert not task.done() and consumer.waiter is not None  # aiokafka waits for KEYED's records
+        Consumer.on_buffer_drop(consumer, KEYED)  # type: ignore[arg-type]  # never paused: no wake-up
+        await _turns()
+        assert not task.done()
+        Consumer.on_buffer_drop(consumer, EVENTS)  # type: ignore[arg-type]
+        await _turns()
+        assert task.done() and task.result() == ({EVENTS: ["r1", "r2"]}, {EVENTS, KEYED})
+
+    asyncio.run(scenario())
