@@ -151,6 +151,7 @@ def seek_before_resuming() -> None:
             held = self.__dict__.pop("_modwatch_held", None)
             if held:
                 resume(self, held & set(self.assignment()))  # a partition revoked meanwhile stays off
+                _wake_fetch_loop(self)  # its records may be fetched already: see wake_fetch_on_buffer_drop
 
     cls.resume_partitions = resume_partitions
     cls.perform_seek = perform_seek
@@ -217,7 +218,8 @@ def wake_fetch_on_buffer_drop() -> None:
 
     With this, putting a partition back wakes both waits: the second's sleep waits for the
     partition's return instead, and the consumer thread's fetch waiters are released (aiokafka then
-    re-reads the active set, which Faust passes live: ``fetch_only_active_partitions``).
+    re-reads the active set, which Faust passes live: ``fetch_only_active_partitions``). The stream
+    partitions that ``seek_before_resuming`` puts back after a rebalance's seek wake them too.
     """
     from faust.transport.consumer import Consumer
 
@@ -231,8 +233,7 @@ def wake_fetch_on_buffer_drop() -> None:
         returned = tp in self._buffered_partitions
         on_buffer_drop(self, tp)
         if returned:
-            _returned(self).set()
-            _release_fetch_waiters(self)
+            _wake_fetch_loop(self)
 
     async def _wait_next_records(self: Any, timeout: float) -> Any:
         if not self.flow_active or self.app.client_only:
@@ -250,6 +251,12 @@ def wake_fetch_on_buffer_drop() -> None:
 
     cls.on_buffer_drop = on_drop
     cls._wait_next_records = _wait_next_records
+
+
+def _wake_fetch_loop(consumer: Any) -> None:
+    """A partition is active again: end the fetch loop's wait for one (``wake_fetch_on_buffer_drop``)."""
+    _returned(consumer).set()
+    _release_fetch_waiters(consumer)
 
 
 def _returned(consumer: Any) -> asyncio.Event:

@@ -104,6 +104,26 @@ def test_a_partition_revoked_before_the_seek_stays_paused() -> None:
     assert consumer.active == {KEYED}
 
 
+def test_stream_partitions_resumed_after_the_seek_wake_the_fetch_loop() -> None:
+    """Their records may be fetched already, and the fetch loop waits up to a second for a partition
+    to fetch (``wake_fetch_on_buffer_drop``): the resume after the seek ends that wait."""
+
+    async def scenario() -> tuple[bool, bool]:
+        consumer = StandIn({EVENTS})
+        waiter = asyncio.get_running_loop().create_future()
+        fetcher = SimpleNamespace(_fetch_waiters={waiter})
+        consumer._thread = SimpleNamespace(thread_loop=asyncio.get_running_loop(),  # type: ignore[attr-defined]
+                                           _consumer=SimpleNamespace(_fetcher=fetcher))  # fmt: skip
+        resume(consumer, {EVENTS})
+        await asyncio.sleep(0)
+        assert not waiter.done() and not consumer.__dict__.get("_modwatch_returned", asyncio.Event()).is_set()
+        await Consumer.perform_seek(consumer)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        return waiter.done(), consumer._modwatch_returned.is_set()  # type: ignore[attr-defined]
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
 def test_a_seek_with_nothing_held_resumes_nothing() -> None:
     consumer = StandIn({EVENTS})
     seek(consumer)  # Faust also seeks back when a fetch comes while the flow is stopped
