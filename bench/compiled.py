@@ -102,8 +102,9 @@ def _tests(tree: Path) -> dict[str, Any]:
 
 def probe(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
     log_path = ensure_log(workdir / f"log-{events}.jsonl", events)
-    if shutil.which("git") is None or not (REPO / ".git").exists():
-        return {"skipped": "needs git and the project's history (commit " + BASE + ")"}
+    if shutil.which("git") is None or subprocess.run(["git", "cat-file", "-e", f"{BASE}^{{commit}}"], cwd=REPO,
+                                                     capture_output=True).returncode != 0:  # fmt: skip
+        return {"skipped": f"needs git and the project's history (commit {BASE}; a shallow clone lacks it)"}
     with tempfile.TemporaryDirectory(prefix="modwatch-mypyc-") as tmp:
         pure, compiled = Path(tmp) / "pure", Path(tmp) / "compiled"
         for tree in (pure, compiled):

@@ -56,9 +56,11 @@ def run_worker(
     fast_delivery: bool = True,
     wake_on_buffer_drop: bool = True,
 ) -> int:
-    """Run until SIGINT/SIGTERM. Returns the process exit code. ``fast_delivery=False`` leaves Faust's
-    delivery of records as it is (``faust_patches.deliver_without_tasks``), and ``wake_on_buffer_drop=False``
-    Faust's fetch loop (``faust_patches.wake_fetch_on_buffer_drop``), for the benchmark."""
+    """Run until SIGINT/SIGTERM. Returns the process exit code. For the benchmark,
+    ``fast_delivery=False`` leaves Faust's delivery of records as it is
+    (``faust_patches.deliver_without_tasks``), and ``wake_on_buffer_drop=False`` leaves its fetch
+    loop's waits for a paused stream partition as they are (``faust_patches.wake_fetch_on_buffer_drop``;
+    the wake-up after a rebalance's seek, part of ``seek_before_resuming``, stays)."""
     import faust
 
     ruleset = load_rules(settings.rules_dir)
