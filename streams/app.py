@@ -84,7 +84,7 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
         "store": f"{STORE_SCHEME}://",  # Faust's in-memory store that reports its changelog offsets
         # Faust's check that a store's offset is not past the changelog's end. Here it could only fail
         # when the end is under-reported (Tansu's ListOffsets, when the Fetch that corrects it fails:
-        # ``streams.faust_patches.use_fetched_highwaters``), and failing stops the worker; unchecked, that
+        # ``streams.rebalance_patches.use_fetched_highwaters``), and failing stops the worker; unchecked, that
         # partition just has nothing left to read.
         "recovery_consistency_check": False,
         "topic_partitions": settings.topics.partitions,

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     # bundles, 1.72x before them; a third of the p99 latency at 250 events/s).
     # Off from 30 Nov 2026 00:30 until the cause of a fault-test failure with it on was found: after a
     # rebalance Faust handed the agents records from a partition's tail before seeking back to its
-    # committed offset (``streams.faust_patches.seek_before_resuming`` fixes that).
+    # committed offset (``streams.rebalance_patches.seek_before_resuming`` fixes that).
     local_evaluation: bool = True
     # Send a batch's events for another worker's keyed partition packed into one record instead of
     # one record each (bench: see Performance). A worker of a version before 30 Nov 2026 cannot read

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from . import faust_patches as patches
+from . import rebalance_patches as rebalance
 from .config import load_rules
 from .settings import Settings
 
@@ -60,7 +61,7 @@ def run_worker(
     ``fast_delivery=False`` leaves Faust's delivery of records as it is
     (``faust_patches.deliver_without_tasks``), and ``wake_on_buffer_drop=False`` leaves its fetch
     loop's waits for a paused stream partition as they are (``faust_patches.wake_fetch_on_buffer_drop``;
-    the wake-up after a rebalance's seek, part of ``seek_before_resuming``, stays)."""
+    the wake-up after a rebalance's seek, part of ``rebalance_patches.seek_before_resuming``, stays)."""
     import faust
 
     ruleset = load_rules(settings.rules_dir)
@@ -73,12 +74,12 @@ def run_worker(
     ensure_topics(settings)
     log.info("event loop: %s", use_event_loop(loop))
     patches.set_fetch_max_wait(fetch_max_wait_ms)
-    patches.use_fetched_highwaters()
-    patches.seek_before_resuming()
+    rebalance.use_fetched_highwaters()
+    rebalance.seek_before_resuming()
     patches.fetch_only_active_partitions()
-    patches.commit_before_revoking()
+    rebalance.commit_before_revoking()
     patches.log_state_before_commit()
-    patches.leave_group_from_generation_zero()
+    rebalance.leave_group_from_generation_zero()
     if fast_delivery:
         patches.deliver_without_tasks()
     if wake_on_buffer_drop:

@@ -1,6 +1,6 @@
-"""What ``streams.faust_patches`` changes in Faust, checked on Faust's own methods with a stand-in consumer
-(no broker): the ordering they enforce is what matters. The worker tests under ``tests/faults``
-show the effect against a broker."""
+"""What ``streams.faust_patches`` and ``streams.rebalance_patches`` change in Faust, checked on Faust's
+own methods with a stand-in consumer (no broker): the ordering they enforce is what matters. The
+worker tests under ``tests/faults`` show the effect against a broker."""
 
 from __future__ import annotations
 
@@ -18,14 +18,12 @@ from mode.utils.locks import Event
 
 from streams.faust_patches import (
     CommitHook,
-    commit_before_revoking,
     deliver_without_tasks,
-    leave_group_from_generation_zero,
     log_state_before_commit,
-    seek_before_resuming,
     state_logged_at_commit,
     wake_fetch_on_buffer_drop,
 )
+from streams.rebalance_patches import commit_before_revoking, leave_group_from_generation_zero, seek_before_resuming
 
 EVENTS = TP("events", 0)
 KEYED = TP("keyed", 1)

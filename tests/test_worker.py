@@ -175,7 +175,7 @@ def test_changelog_end_offsets_come_from_a_fetch(session_broker, unique_prefix):
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.faust_patches import fetched_highwaters
+    from streams.rebalance_patches import fetched_highwaters
 
     topic, empty = f"{unique_prefix}.changelog", f"{unique_prefix}.empty"
     create_topics(session_broker.bootstrap, {topic: 1, empty: 1})
