@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -37,7 +36,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from .common import REPO, log, ratio
+from .common import REPO, log, median, ratio
 from .engine import ensure_log, parse_only
 
 BASE = "4cb3ca4"  # the commit bench/mypyc.patch applies to
@@ -68,8 +67,7 @@ print(json.dumps({"events_per_s": result.read / result.elapsed, "alerts": len(re
 """
 
 
-def _extract(dest: Path) -> None:
-    archive = subprocess.run(["git", "archive", BASE], cwd=REPO, check=True, capture_output=True).stdout
+def _extract(archive: bytes, dest: Path) -> None:
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
 
@@ -107,9 +105,10 @@ def probe(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
         return {"skipped": f"needs git and the project's history (commit {BASE}; a shallow clone lacks it)"}
     with tempfile.TemporaryDirectory(prefix="modwatch-mypyc-") as tmp:
         pure, compiled = Path(tmp) / "pure", Path(tmp) / "compiled"
+        archive = subprocess.run(["git", "archive", BASE], cwd=REPO, check=True, capture_output=True).stdout
         for tree in (pure, compiled):
             tree.mkdir()
-            _extract(tree)
+            _extract(archive, tree)
         subprocess.run(["git", "apply", str(PATCH)], cwd=compiled, check=True, capture_output=True)
         log(f"compiled: mypyc of {len(MODULES)} modules at {BASE} (about a minute)")
         build = subprocess.run([sys.executable, "-m", "mypyc", *MODULES], cwd=compiled, capture_output=True,
@@ -131,9 +130,9 @@ def probe(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
                 raise RuntimeError(f"the {name} copy imported {loaded}")
         log("compiled: the engine's tests against the compiled copy")
         tests = _tests(compiled)
-    pure_rate = statistics.median(r["events_per_s"] for r in runs["pure"])
-    compiled_rate = statistics.median(r["events_per_s"] for r in runs["compiled"])
-    parse_rate = statistics.median(parse)
+    pure_rate = median([r["events_per_s"] for r in runs["pure"]])
+    compiled_rate = median([r["events_per_s"] for r in runs["compiled"]])
+    parse_rate = median(parse)
     return {
         "base_commit": BASE,
         "events": events,

@@ -102,6 +102,13 @@ def test_a_partition_revoked_before_the_seek_stays_paused() -> None:
     assert consumer.active == {KEYED}
 
 
+def _consumer_thread(waiters: set[asyncio.Future[None]]) -> SimpleNamespace:
+    """Faust's consumer thread as the wake-up reaches it: its loop (here the running one) and
+    aiokafka's fetcher with its waiters."""
+    return SimpleNamespace(thread_loop=asyncio.get_running_loop(),
+                           _consumer=SimpleNamespace(_fetcher=SimpleNamespace(_fetch_waiters=waiters)))  # fmt: skip
+
+
 def test_stream_partitions_resumed_after_the_seek_wake_the_fetch_loop() -> None:
     """Their records may be fetched already, and the fetch loop waits up to a second for a partition
     to fetch (``wake_fetch_on_buffer_drop``): the resume after the seek ends that wait."""
@@ -109,9 +116,7 @@ def test_stream_partitions_resumed_after_the_seek_wake_the_fetch_loop() -> None:
     async def scenario() -> tuple[bool, bool]:
         consumer = StandIn({EVENTS})
         waiter = asyncio.get_running_loop().create_future()
-        fetcher = SimpleNamespace(_fetch_waiters={waiter})
-        consumer._thread = SimpleNamespace(thread_loop=asyncio.get_running_loop(),  # type: ignore[attr-defined]
-                                           _consumer=SimpleNamespace(_fetcher=fetcher))  # fmt: skip
+        consumer._thread = _consumer_thread({waiter})  # type: ignore[attr-defined]
         resume(consumer, {EVENTS})
         await asyncio.sleep(0)
         assert not waiter.done() and not consumer.__dict__.get("_modwatch_returned", asyncio.Event()).is_set()
@@ -562,9 +567,7 @@ def test_a_paused_partition_that_comes_back_releases_the_fetch_waiting_for_the_o
 
     async def scenario() -> None:
         consumer = Buffering({EVENTS, KEYED})
-        fetcher = SimpleNamespace(_fetch_waiters=set())
-        consumer._thread = SimpleNamespace(thread_loop=asyncio.get_running_loop(),
-                                           _consumer=SimpleNamespace(_fetcher=fetcher))  # fmt: skip
+        consumer._thread = _consumer_thread(set())
         consumer.records = {EVENTS: ["r1", "r2"]}
         Consumer.on_buffer_full(consumer, EVENTS)  # type: ignore[arg-type]
         task = asyncio.ensure_future(Consumer._wait_next_records(consumer, 1.0))  # type: ignore[arg-type]
