@@ -28,12 +28,12 @@ from typing import Any
 
 import yaml
 
-from streams.backtest import run_backtest
-from streams.config import load_rules
-from streams.events import EVENT_ADAPTER
-from streams.generate import write_log
-from streams.logio import Line, iter_lines
-from streams.progress import Progress
+from streams.config.loader import load_rules
+from streams.core.events import EVENT_ADAPTER
+from streams.offline.backtest import run_backtest
+from streams.offline.logio import Line, iter_lines
+from streams.offline.progress import Progress
+from streams.tools.generate import write_log
 
 from .common import REPO, log, ratio, rss_bytes, settle_memory
 
@@ -189,8 +189,8 @@ def memory(workdir: Path, events: int) -> dict[str, Any]:
 def _memory_child(path: str) -> dict[str, Any]:
     from datetime import UTC, datetime, timedelta
 
-    from streams.decode import Decoded, decode
-    from streams.engine import Engine, Shard
+    from streams.core.decode import Decoded, decode
+    from streams.core.engine import Engine, Shard
 
     engine = Engine(load_rules(CONFIG))
     shard = Shard()

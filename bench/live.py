@@ -24,10 +24,10 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.broker import EmbeddedBroker, create_topics, free_port
-from streams.logio import iter_lines
-from streams.replay import replay
-from streams.topology import input_key
+from streams.core.topology import input_key
+from streams.offline.logio import iter_lines
+from streams.tools.broker import EmbeddedBroker, create_topics, free_port
+from streams.tools.replay import replay
 
 from .common import CpuMeter, log, median, ratio
 from .engine import ensure_log
@@ -382,7 +382,7 @@ def _time_at(text: str, at: int) -> datetime:
 def failover(workdir: Path, events: int, rounds: int) -> dict[str, Any]:
     """Two workers, one stopped: how long until the other processes the stopped one's partitions.
     As shipped (the worker's store reports the changelog offsets its data has reached, so the
-    survivor reads back only the partitions it takes over: ``streams.store``), against Faust's
+    survivor reads back only the partitions it takes over: ``streams.live.faust_ext.store``), against Faust's
     in-memory store (``store: memory://``, what the worker used until 30 Nov 2026: every partition
     read from the changelog's start), and with standby replicas (``standby_replicas: 1``, meant to
     spare the survivor reading the state back)."""
@@ -659,7 +659,7 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
 def latencies(workdir: Path, rates: list[float], seconds: float) -> dict[str, Any]:
     """Detection latency of the worker as shipped at each rate (the first is the goal's), then at the
     last rate without local evaluation (one more trip through the broker per alert), and with Faust's
-    own 1,500 ms fetch wait instead of ``streams.faust_patches.FETCH_MAX_WAIT_MS``."""
+    own 1,500 ms fetch wait instead of ``streams.live.faust_ext.faust_patches.FETCH_MAX_WAIT_MS``."""
     runs = [latency(workdir, rate, seconds) for rate in rates]
     runs.append(latency(workdir, rates[-1], seconds, faust={"local_evaluation": False},
                         variant="without local evaluation"))  # fmt: skip

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.broker import free_port
-from streams.events import EVENT_TYPES
+from streams.core.events import EVENT_TYPES
+from streams.tools.broker import free_port
 
 from .common import REPO, CpuMeter
 
@@ -31,8 +31,9 @@ TRIVIAL = "bench.trivial_app"
 
 # Faust's own defaults for every setting the shipped worker tunes: laid over the shipped settings,
 # they give the untuned baseline. ``fetch_max_wait_ms`` is not a Faust setting (Faust hard-codes
-# 1,500 ms): bench.worker_variant hands it to streams.faust_patches.set_fetch_max_wait. Nor is ``fast_delivery``:
-# False leaves Faust's delivery of records as it is (streams.faust_patches.deliver_without_tasks), nor
+# 1,500 ms): bench.worker_variant hands it to
+# streams.live.faust_ext.faust_patches.set_fetch_max_wait. Nor is ``fast_delivery``:
+# False leaves Faust's delivery of records as it is (streams.live.faust_ext.faust_patches.deliver_without_tasks), nor
 # ``wake_on_buffer_drop``: False leaves Faust's fetch loop as it is (wake_fetch_on_buffer_drop).
 FAUST_DEFAULTS: dict[str, Any] = {
     "fetch_max_wait_ms": None,

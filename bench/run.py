@@ -241,7 +241,7 @@ def table() -> str:
         entries = f"{keys[0]:,}" if len(keys) == 1 else f"{keys[0]:,}-{keys[-1]:,}"
         what = (f"Failover: 1 of 2 workers stopped, holding the state of {fo['events']:,} events "
                 f"({entries} rule-key entries between them)")
-        if "as shipped" in took:  # runs since 30 Nov 2026 16:00 (``streams.store``)
+        if "as shipped" in took:  # runs since 30 Nov 2026 16:00 (``streams.live.faust_ext.store``)
             add(what, f"as shipped {took['as shipped']} s to the survivor's first records"
                 + _state_read(fo, "as shipped"),
                 f"Faust's in-memory store {took['faust_memory_store']} s" + _state_read(fo, "faust_memory_store"),

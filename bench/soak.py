@@ -33,12 +33,12 @@ if str(REPO) not in sys.path:  # `python bench/soak.py` as well as `python -m be
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from streams.backtest import run_backtest  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.config import load_rules  # noqa: E402
-from streams.generate import write_log  # noqa: E402
-from streams.replay import ReplayStats, replay  # noqa: E402
-from streams.topology import input_key  # noqa: E402
+from streams.config.loader import load_rules  # noqa: E402
+from streams.core.topology import input_key  # noqa: E402
+from streams.offline.backtest import run_backtest  # noqa: E402
+from streams.tools.broker import EmbeddedBroker  # noqa: E402
+from streams.tools.generate import write_log  # noqa: E402
+from streams.tools.replay import ReplayStats, replay  # noqa: E402
 from tests.worker_harness import WorkerProcess, alert_ids, read_topic, worker_env  # noqa: E402
 
 PREFIX = "soak"

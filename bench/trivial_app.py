@@ -2,7 +2,7 @@
 
 Started by the live benchmark as ``python -m bench.trivial_app`` with the worker's environment
 (``MODWATCH_*``: same brokers, input topic, session settings, app id per run) and the same Faust
-settings (``streams.app._faust_settings`` plus the benchmark's ``$BENCH_FAUST`` overrides) on the
+settings (``streams.live.app._faust_settings`` plus the benchmark's ``$BENCH_FAUST`` overrides) on the
 same event loop (``$BENCH_LOOP``) and fetch wait. Its count is served as ``modwatch_events_processed_total`` on
 ``$MODWATCH_METRICS_PORT``, so the benchmark times it exactly as it times the worker.
 """
@@ -17,15 +17,15 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streams.app import _faust_settings
-from streams.faust_patches import (
+from streams.config.settings import Settings
+from streams.live.app import _faust_settings
+from streams.live.faust_ext.faust_patches import (
     FETCH_MAX_WAIT_MS,
     deliver_without_tasks,
     set_fetch_max_wait,
     wake_fetch_on_buffer_drop,
 )
-from streams.settings import Settings
-from streams.worker import ensure_topics, use_event_loop
+from streams.live.worker import ensure_topics, use_event_loop
 
 from .worker_variant import overrides
 
@@ -66,7 +66,7 @@ def main() -> int:
             count.value += 1
 
     worker = faust.Worker(app, loglevel="warning", quiet=True)
-    worker.spinner = None  # as in streams/worker.py: else the root logger is set to DEBUG
+    worker.spinner = None  # as in streams/live/worker.py: else the root logger is set to DEBUG
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

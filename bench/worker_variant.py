@@ -1,10 +1,10 @@
 """``modwatch worker`` with benchmark overrides: ``python -m bench.worker_variant``.
 
-``$BENCH_FAUST`` is a JSON object of Faust settings laid over ``streams.app._faust_settings`` (to
+``$BENCH_FAUST`` is a JSON object of Faust settings laid over ``streams.live.app._faust_settings`` (to
 measure one tuning at a time, or to put Faust's defaults back), plus ``fetch_max_wait_ms`` for
-``streams.faust_patches.set_fetch_max_wait``, ``fast_delivery`` for
-``streams.faust_patches.deliver_without_tasks``, ``wake_on_buffer_drop`` for
-``streams.faust_patches.wake_fetch_on_buffer_drop`` and ``local_evaluation``, ``bundle_keyed_records``
+``streams.live.faust_ext.faust_patches.set_fetch_max_wait``, ``fast_delivery`` for
+``streams.live.faust_ext.faust_patches.deliver_without_tasks``, ``wake_on_buffer_drop`` for
+``streams.live.faust_ext.faust_patches.wake_fetch_on_buffer_drop`` and ``local_evaluation``, ``bundle_keyed_records``
 and ``standby_replicas`` for the settings of those names; ``$BENCH_LOOP`` is ``uvloop`` or
 ``asyncio``; ``$BENCH_LOGLEVEL`` is the worker's log level (``warning`` unless set; ``info`` logs
 Faust's recovery, which the ``failover`` section reads); ``$BENCH_GC_LOG=1`` logs each garbage
@@ -27,10 +27,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from streams import app as app_module
-from streams.faust_patches import FETCH_MAX_WAIT_MS
-from streams.settings import Settings
-from streams.worker import run_worker
+from streams.live import app as app_module
+from streams.config.settings import Settings
+from streams.live.faust_ext.faust_patches import FETCH_MAX_WAIT_MS
+from streams.live.worker import run_worker
 
 
 def overrides() -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 The committed JSON files are what users import (or what the compose stack provisions); this script is
 how they are kept correct: one place for the datasource reference, units, thresholds and layout, so
-panels never overlap and every query uses the metric names of ``streams/metrics.py``.
+panels never overlap and every query uses the metric names of ``streams/outputs/metrics.py``.
 ``tests/observability/test_dashboards.py`` fails when the committed JSON differs from this output,
 and evaluates every query against a real Prometheus.
 

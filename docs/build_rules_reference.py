@@ -27,14 +27,14 @@ from pydantic import BeforeValidator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from streams.config import _rule_adapter
-from streams.rules import RULE_KINDS, RuleConfig
-from streams.rules.base import ACTION_TYPES, ALL_TYPES, EVENT_GROUPS, ScoreSpec, Selector
-from streams.rules.duration import format_duration, parse_duration
-from streams.rules.predicate import _OPS, Predicate
-from streams.rules.sequence import JoinKey
-from streams.rules.threshold import RESOLUTION, GroupKey
-from streams.scoring import Bands, BoosterConfig, ScoringConfig
+from streams.config.loader import _rule_adapter
+from streams.core.rules import RULE_KINDS, RuleConfig
+from streams.core.rules.base import ACTION_TYPES, ALL_TYPES, EVENT_GROUPS, ScoreSpec, Selector
+from streams.core.rules.duration import format_duration, parse_duration
+from streams.core.rules.predicate import _OPS, Predicate
+from streams.core.rules.sequence import JoinKey
+from streams.core.rules.threshold import RESOLUTION, GroupKey
+from streams.core.scoring import Bands, BoosterConfig, ScoringConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "rules.md"
@@ -541,7 +541,7 @@ def build() -> str:
         *(f"| `{g}` | {', '.join(f'`{t}`' for t in types_)} |" for g, types_ in EVENT_GROUPS.items()),
         "",
         f"Event types: {', '.join(f'`{t}`' for t in ALL_TYPES)}. Moderation actions are "
-        f"{', '.join(f'`{t}`' for t in ACTION_TYPES)}. The fields of each are in `streams/events.py`; unknown "
+        f"{', '.join(f'`{t}`' for t in ACTION_TYPES)}. The fields of each are in `streams/core/events.py`; unknown "
         "extra fields are accepted and ignored.",
         "",
         "## The predicate language",

@@ -14,7 +14,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.broker import free_port
+from streams.tools.broker import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ def worker_env(bootstrap: str, prefix: str, workdir: Path, partitions: int = 1, 
 
 
 def _event_types() -> tuple[str, ...]:
-    from streams.events import EVENT_TYPES
+    from streams.core.events import EVENT_TYPES
 
     return EVENT_TYPES
 

@@ -20,11 +20,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.backtest import run_backtest
-from streams.config import load_rules
-from streams.generate import write_log
-from streams.replay import ReplayStats, replay
-from streams.topology import input_key
+from streams.config.loader import load_rules
+from streams.core.topology import input_key
+from streams.offline.backtest import run_backtest
+from streams.tools.generate import write_log
+from streams.tools.replay import ReplayStats, replay
 
 from ..worker_harness import REPO, WorkerProcess
 
@@ -190,7 +190,7 @@ class Published:
 
 
 class Replayer(threading.Thread):
-    """``streams.replay.replay`` of one log at ``rate`` events/s, in a thread (so a test can act
+    """``streams.tools.replay.replay`` of one log at ``rate`` events/s, in a thread (so a test can act
     mid-replay). ``join_ok()`` waits for it and re-raises what went wrong."""
 
     def __init__(self, bootstrap: str, topic: str, path: Path, rate: float | None = None, partitions: int = 1) -> None:

@@ -15,9 +15,9 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.config import load_rules
-from streams.engine import Engine
-from streams.metrics import Health, registry_for
+from streams.config.loader import load_rules
+from streams.core.engine import Engine
+from streams.outputs.metrics import Health, registry_for
 
 from ..worker_harness import REPO, WorkerProcess, worker_env
 from .harness import (

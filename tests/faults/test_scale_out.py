@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from streams.broker import free_port
-from streams.config import load_rules
-from streams.decode import Limits
-from streams.engine import Engine
-from streams.pipeline import Evaluator, Router
-from streams.topology import Headers
+from streams.config.loader import load_rules
+from streams.core.decode import Limits
+from streams.core.engine import Engine
+from streams.core.topology import Headers
+from streams.live.pipeline import Evaluator, Router
+from streams.tools.broker import free_port
 
 from ..worker_harness import REPO, WorkerProcess, read_topic, worker_env
 from .harness import (
@@ -152,7 +152,7 @@ def test_a_worker_joining_mid_replay_loses_nothing_and_adds_nothing(broker, uniq
     alerted under the id of another window of the same incident). Both paths: events evaluated in
     place (the default) and all through the keyed topic. With evaluation in place this failed 4
     times in 5 until the worker held partitions back until Faust's seek to their committed offsets
-    (``streams.rebalance_patches.seek_before_resuming``): pairs went missing."""
+    (``streams.live.faust_ext.rebalance_patches.seek_before_resuming``): pairs went missing."""
     log = generated_log(tmp_path / "events.jsonl", 2000, seed=3)
     expected = backtest_alerts(log)
     env = worker_env(broker.bootstrap, unique_prefix, tmp_path, partitions=PARTITIONS, MODWATCH_LOCAL_EVALUATION=local)
@@ -189,7 +189,7 @@ def test_a_worker_joining_mid_replay_loses_nothing_and_adds_nothing(broker, uniq
     # none may be missing (events lost without changing an alert would slip past the ids above).
     assert sum(shares) >= 2000, shares
     # The first worker kept half its partitions, and Faust's recovery read those from where its data
-    # was, not from the changelog's start (``streams.store``); the two it gave up it no longer holds.
+    # was, not from the changelog's start (``streams.live.faust_ext.store``); the two it gave up it no longer holds.
     started = _recovery_starts((tmp_path / "first.log").read_text(errors="replace"))
     assert len(started) == 2 and all(offset > 0 for offset in started.values()), started
 
@@ -200,7 +200,7 @@ def test_a_survivor_reads_back_only_what_it_does_not_hold(broker, unique_prefix,
                                                           standby: int) -> None:  # fmt: skip
     """One of two workers stops mid-replay. The survivor keeps the state partitions it held and reads
     the others from the changelog's start; with ``standby_replicas: 1`` it holds a copy of those too
-    (``streams.store``; Faust's in-memory store dropped the copies when a recovery ended), and reads
+    (``streams.live.faust_ext.store``; Faust's in-memory store dropped the copies when a recovery ended), and reads
     none from the start. The alerts are the backtest's either way."""
     log = generated_log(tmp_path / "events.jsonl", 2000, seed=5)
     before, after = split_log(log, 1200, tmp_path)

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from streams.alerts import Alert
-from streams.backtest import run_backtest
-from streams.broker import free_port
-from streams.config import load_rules
-from streams.metrics import Health
-from streams.scoring import Severity
-from streams.sinks.alertmanager import AlertmanagerSink
-from streams.sinks.webhook import WebhookSink
+from streams.config.loader import load_rules
+from streams.core.alerts import Alert
+from streams.core.scoring import Severity
+from streams.offline.backtest import run_backtest
+from streams.outputs.metrics import Health
+from streams.outputs.sinks.alertmanager import AlertmanagerSink
+from streams.outputs.sinks.webhook import WebhookSink
+from streams.tools.broker import free_port
 
 from ..worker_harness import REPO, WorkerProcess, read_topic, worker_env
 from .harness import (
@@ -215,7 +215,7 @@ def test_a_full_buffer_drops_alerts_counted_and_logged_by_id(kind: str, caplog: 
             await sink.stop()
             await receiver.stop()
 
-    with caplog.at_level(logging.WARNING, logger=f"streams.sinks.{kind}"):
+    with caplog.at_level(logging.WARNING, logger=f"streams.outputs.sinks.{kind}"):
         asyncio.run(scenario())
     dropped = alerts[capacity:]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -252,7 +252,7 @@ def test_an_alert_the_endpoint_refuses_is_counted_and_logged_not_lost_silently(
             await sink.stop()
             await receiver.stop()
 
-    with caplog.at_level(logging.WARNING, logger=f"streams.sinks.{kind}"):
+    with caplog.at_level(logging.WARNING, logger=f"streams.outputs.sinks.{kind}"):
         asyncio.run(scenario())
     logged = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
     print(f"{kind}: {len(alerts)} alerts refused with HTTP 400: {len(receiver.received)} attempts, "

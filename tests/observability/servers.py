@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from streams.broker import LOOPBACK, _die_with_parent_hook, free_port
+from streams.tools.broker import LOOPBACK, _die_with_parent_hook, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from streams.alerts import Alert, iso
-from streams.backtest import run_backtest
-from streams.broker import free_port
-from streams.config import load_rules
-from streams.metrics import Health
-from streams.scoring import Severity
-from streams.settings import Settings
-from streams.sinks import SinkSet
-from streams.sinks.alertmanager import AlertmanagerSink, alerts_endpoint, to_alertmanager
+from streams.config.loader import load_rules
+from streams.config.settings import Settings
+from streams.core.alerts import Alert, iso
+from streams.core.scoring import Severity
+from streams.offline.backtest import run_backtest
+from streams.outputs.metrics import Health
+from streams.outputs.sinks import SinkSet
+from streams.outputs.sinks.alertmanager import AlertmanagerSink, alerts_endpoint, to_alertmanager
+from streams.tools.broker import free_port
 
 from .servers import REPO, Alertmanager, Receiver, alertmanager_test_config, wait_for
 

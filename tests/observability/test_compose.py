@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.settings import Settings
+from streams.config.settings import Settings
 
 from .servers import REPO, SETUP_HINT
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from streams.alerts import Alert
-from streams.broker import EmbeddedBroker
-from streams.replay import replay
-from streams.scoring import Severity
-from streams.topology import input_key
+from streams.core.alerts import Alert
+from streams.core.scoring import Severity
+from streams.core.topology import input_key
+from streams.tools.broker import EmbeddedBroker
+from streams.tools.replay import replay
 
 from ..worker_harness import WorkerProcess, worker_env
 from .servers import (

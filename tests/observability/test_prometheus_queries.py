@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from streams.cli import main as modwatch
+from streams.cli.main import main as modwatch
 
 from .servers import (
     REPO,

@@ -1,0 +1,460 @@
+"""The ``modwatch`` command. Each subcommand parses its arguments and calls a library function;
+``main(argv)`` returns the exit code so tests can call it in-process.
+
+Exit codes: 0 success, 1 the work ran but found a failure (``--strict`` rejections, failing rule
+fixtures), 2 bad usage, a missing file or an invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from streams.config.loader import ConfigError, RuleSet, load_rules
+from streams.offline.logio import LogFileError
+
+if TYPE_CHECKING:
+    from streams.config.settings import Settings
+
+DEFAULT_CONFIG = os.environ.get("MODWATCH_CONFIG", "config")
+
+EPILOG = """examples:
+  modwatch demo                                   # embedded broker, worker, replay, alerts on screen
+  modwatch backtest examples/events.jsonl --output alerts.jsonl --deadletter rejected.jsonl
+  modwatch rules validate --config config
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+class _ConfigAction(argparse.Action):
+    """Records that --config was given explicitly (so it can override the settings file)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        setattr(namespace, self.dest, values)
+        namespace.config_given = True
+
+
+def _time(text: str) -> object:
+    from streams.core.events import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an RFC 3339 timestamp with a time zone ({exc})") from None
+
+
+def _load(config: str) -> RuleSet:
+    return load_rules(config)
+
+
+# -- subcommands ----------------------------------------------------------------------------------
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from streams.core.decode import Limits
+    from streams.offline.backtest import print_summary, run_backtest
+    from streams.offline.progress import Progress
+
+    ruleset = _load(args.config)
+    limits = Limits(max_bytes=args.max_record_bytes)
+    out_path = Path(args.output)
+    with out_path.open("w", encoding="utf-8") as output:
+        result = run_backtest(
+            args.paths,
+            ruleset,
+            output=output,
+            deadletter=args.deadletter,
+            since=args.since,
+            until=args.until,
+            limits=limits,
+            lateness=args.lateness,
+            pseudonymize=_audit_key(args.pseudonymize_key_env),
+            progress=Progress("backtest"),
+        )
+    print_summary(result)
+    if args.report or args.explain:
+        from streams.cli.tuning import backtest_extras
+
+        backtest_extras(args, ruleset, result, limits)
+    if args.metrics:
+        from streams.outputs.metrics import Health, write_textfile
+
+        assert result.engine is not None
+        write_textfile(args.metrics, result.engine, Health(dead_letters=result.rejected))
+        sys.stderr.write(f"metrics written to {args.metrics}\n")
+    sys.stderr.write(f"alerts written to {out_path}")
+    if args.deadletter and sum(result.rejected.values()):
+        sys.stderr.write(f"; rejected lines to {args.deadletter}")
+    sys.stderr.write("\n")
+    if args.strict and sum(result.rejected.values()):
+        sys.stderr.write("--strict: some lines were rejected\n")
+        return 1
+    return 0
+
+
+def cmd_rules_validate(args: argparse.Namespace) -> int:
+    ruleset = _load(args.config)
+    modes = Counter(r.config.mode for r in ruleset.rules)
+    detail = ", ".join(f"{modes[m]} {m}" for m in ("live", "shadow", "observe") if modes[m] or m != "observe")
+    print(f"{ruleset.source}: {len(ruleset.rules)} rules OK ({detail})")
+    return 0
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    from streams.offline.fixtures import fixture_paths, format_result, run_fixtures
+
+    ruleset = _load(args.config)
+    paths = fixture_paths(args.config, args.paths)
+    if not paths:
+        raise UsageError(f"no fixture files found (looked in {Path(args.config) / 'fixtures'})")
+    results = run_fixtures(ruleset, paths)
+    failed = [r for r in results if not r.ok]
+    for result in results:
+        if not result.ok or args.verbose:
+            print(format_result(result))
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from streams.config.settings import load_settings
+
+    overrides = {
+        "bootstrap_servers": getattr(args, "bootstrap_servers", None),
+        "rules_dir": getattr(args, "config", None) if getattr(args, "config_given", False) else None,
+    }
+    partitions = getattr(args, "partitions", None)
+    settings = load_settings(getattr(args, "settings", None), **overrides)
+    if partitions is not None:
+        topics = settings.topics.model_copy(update={"partitions": partitions})
+        settings = settings.model_copy(update={"topics": topics})
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.live.worker import run_worker
+
+    settings = _settings(args)
+    load_rules(settings.rules_dir)  # fail before anything starts
+    return run_worker(settings, loglevel=args.loglevel)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streams.core.topology import input_key
+    from streams.tools.replay import replay
+
+    settings = _settings(args)
+    if args.speed is not None and args.rate is not None:
+        raise UsageError("give --speed or --rate, not both")
+    stats = replay(
+        args.paths,
+        settings.bootstrap_servers,
+        settings.topics.topic_for,
+        input_key,
+        partitions=settings.topics.partitions,
+        speed=args.speed,
+        rate=args.rate,
+        since=args.since,
+        until=args.until,
+        deadletter=args.deadletter,
+        dry_run=args.dry_run,
+    )
+    if stats.failed:
+        return 1  # the broker refused or never acknowledged some events (they are in the dead-letter file)
+    return 1 if args.strict and stats.rejected_total else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.tools.demo import run_demo
+
+    return run_demo(
+        args.log, config_dir=args.config, speed=args.speed, idle_exit=args.exit_after_idle,
+        metrics_port=args.metrics_port,
+    )  # fmt: skip
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from streams.tools.generate import DEFAULT_EVENTS_PER_DAY, write_log
+
+    if args.events < 0:
+        raise UsageError("--events must be >= 0")
+    try:
+        written = write_log(
+            args.output, args.events, seed=args.seed, incidents=args.incidents,
+            events_per_day=args.events_per_day or DEFAULT_EVENTS_PER_DAY,
+            progress=sys.stderr if sys.stderr.isatty() else None,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    sys.stderr.write(f"wrote {written:,} events to {args.output}\n")
+    return 0
+
+
+def _audit_key(env_name: str | None) -> bytes | None:
+    """A key from the environment variable named on the command line (never the key itself: a
+    command line is visible to every user of the machine)."""
+    if not env_name:
+        return None
+    value = os.environ.get(env_name)
+    if not value:
+        raise UsageError(f"environment variable {env_name} is not set")
+    return value.encode("utf-8")
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    import yaml
+
+    settings = _settings(args)
+    print(yaml.safe_dump(settings.redacted(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from streams.outputs.audit import AuditLog, consume_alerts
+
+    settings = _settings(args)
+    log = AuditLog(args.output, _audit_key(args.hmac_key_env))
+    sys.stderr.write(f"audit: {settings.topics.alerts} -> {args.output} (continuing at entry {log.seq + 1})\n")
+    try:
+        recorded = consume_alerts(settings.bootstrap_servers, settings.topics.alerts, log, group=args.group,
+                                  idle_exit=args.exit_after_idle)  # fmt: skip
+    finally:
+        log.close()
+    sys.stderr.write(f"audit: recorded {recorded} new alerts; {log.seq} entries in {args.output}\n")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from streams.outputs.audit import verify
+
+    if not Path(args.path).is_file():
+        raise LogFileError(f"{args.path}: no such file")
+    problems = verify(args.path, _audit_key(args.hmac_key_env))
+    for problem in problems:
+        print(f"{args.path}: {problem}")
+    if problems:
+        print(f"{args.path}: TAMPERED ({len(problems)} problem(s))")
+        return 1
+    print(f"{args.path}: intact")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modwatch",
+        description="Monitor moderation actions and data exports for anomalies.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config", default=DEFAULT_CONFIG, metavar="DIR", action=_ConfigAction,
+            help="rules directory with rules.yaml and scoring.yaml (default: $MODWATCH_CONFIG or ./config)",
+        )  # fmt: skip
+
+    def kafka_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--bootstrap-servers", metavar="HOST:PORT",
+                       help="Kafka brokers (default: $MODWATCH_BOOTSTRAP_SERVERS, the settings file, 127.0.0.1:9092)")
+        p.add_argument("--settings", metavar="FILE",
+                       help="service settings YAML (default: $MODWATCH_SETTINGS or config/modwatch.yaml if present)")
+        p.add_argument("--partitions", type=int, metavar="N",
+                       help="partitions of the topics modwatch creates (default: settings topics.partitions, 1)")
+
+    bt = sub.add_parser(
+        "backtest",
+        help="run the rules over JSONL event logs",
+        description="Run the rules over JSONL event logs (plain or .gz) and write one alert per line.",
+        epilog="example:\n  modwatch backtest examples/events.jsonl --output alerts.jsonl --deadletter bad.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bt.add_argument("paths", nargs="+", metavar="PATH", help="event logs, one JSON object per line")
+    config_arg(bt)
+    bt.add_argument("--output", "-o", required=True, metavar="FILE", help="where to write alerts (JSONL)")
+    bt.add_argument("--deadletter", metavar="FILE", help="where to write rejected lines with their reasons")
+    bt.add_argument("--since", type=_time, metavar="T", help="skip events before T (RFC 3339)")
+    bt.add_argument("--until", type=_time, metavar="T", help="skip events at or after T (RFC 3339)")
+    bt.add_argument("--strict", action="store_true", help="exit 1 if any line was rejected")
+    bt.add_argument("--pseudonymize-key-env", metavar="VAR",
+                    help="replace target and data-subject ids in alerts with an HMAC keyed by this variable")
+    bt.add_argument("--metrics", metavar="FILE", help="write the run's metrics in Prometheus textfile format")
+    bt.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
+                    help="allowed out-of-order lateness in event time (default 300)")  # fmt: skip
+    bt.add_argument("--max-record-bytes", type=int, default=1024 * 1024, metavar="N",
+                    help="reject lines longer than N bytes (default 1 MiB)")  # fmt: skip
+    bt.add_argument("--report", metavar="FILE", help="also write a self-contained HTML report (charts, explanations)")
+    bt.add_argument("--explain", action="store_true", help="after the summary, explain every high/critical alert")
+    bt.set_defaults(func=cmd_backtest)
+
+    wk = sub.add_parser(
+        "worker",
+        help="run the live Faust worker: input topics -> rules -> alerts topic",
+        description="Consume the input topics, evaluate the rules with state in changelog-backed tables, "
+        "publish alerts to the alerts topic (and the configured sinks). Stops on Ctrl-C / SIGTERM.",
+        epilog="example:\n  modwatch worker --config config --bootstrap-servers 127.0.0.1:9092\n"
+        "  MODWATCH_TOPICS__PARTITIONS=4 modwatch worker",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_arg(wk)
+    kafka_args(wk)
+    wk.add_argument("--loglevel", "-l", default="info", choices=["debug", "info", "warning", "error"])
+    wk.set_defaults(func=cmd_worker)
+
+    rp = sub.add_parser(
+        "replay",
+        help="produce a JSONL event log to the input topics",
+        description="Produce each valid event of JSONL logs (plain or .gz) to its input topic, keyed by actor, "
+        "with the Kafka timestamp set to occurred_at and the event type in a header. Invalid lines are "
+        "never sent: they go to --deadletter.",
+        epilog="examples:\n  modwatch replay examples/events.jsonl --bootstrap-servers 127.0.0.1:9092\n"
+        "  modwatch replay last-year.jsonl.gz --speed 3600 --since 2020-06-01T00:00:00Z",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rp.add_argument("paths", nargs="+", metavar="PATH")
+    kafka_args(rp)
+    rp.add_argument("--speed", type=float, metavar="X", help="X times faster than event time (60: an hour a minute)")
+    rp.add_argument("--rate", type=float, metavar="N", help="replay at N events per second")
+    rp.add_argument("--since", type=_time, metavar="T", help="skip events before T (RFC 3339)")
+    rp.add_argument("--until", type=_time, metavar="T", help="skip events at or after T (RFC 3339)")
+    rp.add_argument("--deadletter", metavar="FILE", help="where to write rejected lines (default: count only)")
+    rp.add_argument("--dry-run", action="store_true", help="validate and count, send nothing")
+    rp.add_argument("--strict", action="store_true", help="exit 1 if any line was rejected")
+    rp.set_defaults(func=cmd_replay)
+
+    dm = sub.add_parser(
+        "demo",
+        help="run everything locally: embedded broker, worker, replay of the example, alerts on screen",
+        epilog="example:\n  modwatch demo\n  modwatch demo --speed 20000 --exit-after-idle 15",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_arg(dm)
+    dm.add_argument("--log", default="examples/events.jsonl", metavar="PATH", help="event log to replay")
+    dm.add_argument("--speed", type=float, metavar="X", help="replay speed (default: as fast as possible)")
+    dm.add_argument("--exit-after-idle", type=float, metavar="SECONDS",
+                    help="stop once no alert arrived for this long after the replay (default: until Ctrl-C)")
+    dm.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="metrics port (0: a free one)")
+    dm.set_defaults(func=cmd_demo)
+
+    gen = sub.add_parser(
+        "generate",
+        help="write a realistic synthetic event log (deterministic for a seed)",
+        description="Write routine moderation, request, export, grant and report traffic, optionally with the "
+        "case's incidents injected. Streams to disk: any size fits in constant memory.",
+        epilog="examples:\n  modwatch generate --events 1000000 --seed 1 --incidents --output year.jsonl.gz\n"
+        "  modwatch generate --events 600 --seed 7 --incidents --events-per-day 15 --output examples/events.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument("--events", type=int, required=True, metavar="N")
+    gen.add_argument("--seed", type=int, default=0, metavar="S")
+    gen.add_argument("--incidents", action="store_true", help="inject the case's patterns")
+    gen.add_argument("--events-per-day", type=float, metavar="R", help="event-time density (default ~2,740: 1M a year)")
+    gen.add_argument("--output", "-o", required=True, metavar="FILE", help="JSONL output (.gz to compress)")
+    gen.set_defaults(func=cmd_generate)
+
+    st = sub.add_parser(
+        "settings",
+        help="print the effective service settings (secrets shown as **********)",
+        epilog="example:\n  MODWATCH_TOPICS__PARTITIONS=4 modwatch settings --settings config/modwatch.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kafka_args(st)
+    st.set_defaults(func=cmd_settings)
+
+    au = sub.add_parser(
+        "audit",
+        help="append every alert from the alerts topic to a hash-chained, tamper-evident log",
+        epilog="example:\n  modwatch audit --output alerts.audit --hmac-key-env MODWATCH_AUDIT_KEY",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kafka_args(au)
+    au.add_argument("--output", "-o", required=True, metavar="FILE", help="audit log (appended; created if missing)")
+    au.add_argument("--hmac-key-env", metavar="VAR", help="environment variable holding the HMAC key (optional)")
+    au.add_argument("--group", default="modwatch-audit", help="consumer group (default modwatch-audit)")
+    au.add_argument("--exit-after-idle", type=float, metavar="SECONDS", help="stop after this long without alerts")
+    au.set_defaults(func=cmd_audit)
+    vf = sub.add_parser(
+        "verify",
+        help="check an audit log: reports deleted, altered, inserted or reordered entries (exit 1 if any)",
+        epilog="example:\n  modwatch verify alerts.audit --hmac-key-env MODWATCH_AUDIT_KEY",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    vf.add_argument("path", metavar="FILE")
+    vf.add_argument("--hmac-key-env", metavar="VAR", help="environment variable holding the HMAC key")
+    vf.set_defaults(func=cmd_verify)
+
+    rules = sub.add_parser("rules", help="check and test the rule set")
+    rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION")
+    rules_sub.required = True
+    validate = rules_sub.add_parser(
+        "validate",
+        help="schema-check the rule set without running anything (exit 0 or 2)",
+        epilog="example:\n  modwatch rules validate --config config",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_arg(validate)
+    validate.set_defaults(func=cmd_rules_validate)
+    test = rules_sub.add_parser(
+        "test",
+        help="run rule fixtures: event logs with the alerts they must and must not produce",
+        epilog="example:\n  modwatch rules test                      # every file in config/fixtures\n"
+        "  modwatch rules test config/fixtures/rapid_takedown.yaml -v",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_arg(test)
+    test.add_argument("paths", nargs="*", metavar="PATH", help="fixture files or directories")
+    test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    test.set_defaults(func=cmd_rules_test)
+
+    from streams.cli.tuning import add_tuning_commands
+
+    add_tuning_commands(sub, rules_sub, config_arg)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
+        return int(exc.code or 0)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (ConfigError, LogFileError, UsageError) as exc:
+        sys.stderr.write(f"modwatch: {exc}\n")
+        return 2
+    except BrokenPipeError:
+        # `modwatch ... | head`: the reader left; stop quietly, as other command-line tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        # Broker unreachable, topic creation refused...: one line, not a traceback.
+        from streams.tools.broker import BrokerError
+        from streams.tools.replay import ReplayError
+
+        if isinstance(exc, BrokerError | ReplayError):
+            sys.stderr.write(f"modwatch: {exc}\n")
+            return 2
+        raise
+    except KeyboardInterrupt:
+        sys.stderr.write("modwatch: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

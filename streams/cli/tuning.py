@@ -1,0 +1,154 @@
+"""Tuning commands: ``modwatch rules diff``, ``modwatch explain``, and ``backtest --explain / --report``.
+
+Registered on the parser by ``add_tuning_commands`` (called from ``streams.cli.main.build_parser``). Errors
+are raised as ConfigError / LogFileError / UsageError, which ``streams.cli.main`` prints in one line
+and turns into exit code 2. ``streams.cli.main`` is imported lazily: it imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.config.loader import RuleSet
+    from streams.core.decode import Limits
+    from streams.offline.backtest import BacktestResult
+
+DIFF_EPILOG = """examples:
+  modwatch rules diff --config config --config config-tuned examples/events.jsonl
+  modwatch rules diff --config config --config config-tuned last-year.jsonl.gz --since 2020-06-01T00:00:00Z --limit 0
+
+Alerts are matched by alert_id (rule id + group key + incident anchor), so the same incident keeps its
+id across configs. Exit 0 (or, with --exit-code, 1 when the alerts differ); 2 for a bad config or log."""
+
+EXPLAIN_EPILOG = """examples:
+  modwatch explain 3abd4daf9ec4896708b5344e --log examples/events.jsonl
+  modwatch backtest examples/events.jsonl --output alerts.jsonl --explain     # every high/critical alert
+
+Replays the log with the rules (alert ids are deterministic) and prints the contributing events in
+event time, the rule's condition, and the score booster by booster."""
+
+
+def _range_args(p: argparse.ArgumentParser) -> None:
+    from streams.cli.main import _time
+
+    p.add_argument("--since", type=_time, metavar="T", help="skip events before T (RFC 3339), as backtest did")
+    p.add_argument("--until", type=_time, metavar="T", help="skip events at or after T (RFC 3339), as backtest did")
+    p.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
+                   help="allowed out-of-order lateness in event time, as backtest used (default 300)")  # fmt: skip
+    p.add_argument("--max-record-bytes", type=int, default=1024 * 1024, metavar="N",
+                   help="reject lines longer than N bytes, as backtest did (default 1 MiB)")  # fmt: skip
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    from streams.core.decode import Limits
+
+    return {
+        "since": args.since,
+        "until": args.until,
+        "lateness": args.lateness,
+        "limits": Limits(max_bytes=args.max_record_bytes),
+    }
+
+
+def add_tuning_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    rules_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    config_arg: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Add ``rules diff`` and ``explain``. ``config_arg`` adds the usual single ``--config DIR``."""
+    diff = rules_sub.add_parser(
+        "diff",
+        help="run two rule sets over the same log: alerts only A raises, only B raises, severity changes",
+        description="Run rule set A and rule set B over the same event logs and report what B would change: "
+        "the alerts only A raises, only B raises, and those whose severity (or score, or mode) changed.",
+        epilog=DIFF_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    diff.add_argument("--config", action="append", dest="configs", metavar="DIR", required=True,
+                      help="a rules directory; give it twice: first A (e.g. current), then B (the change)")  # fmt: skip
+    diff.add_argument("paths", nargs="+", metavar="LOG", help="event logs (JSONL, plain or .gz)")
+    _range_args(diff)
+    diff.add_argument("--limit", type=int, default=50, metavar="N", help="alerts listed per section (0: all)")
+    diff.add_argument("--exit-code", action="store_true", help="exit 1 when the alerts differ (for CI)")
+    diff.set_defaults(func=cmd_rules_diff)
+
+    ex = sub.add_parser(
+        "explain",
+        help="why an alert fired: its events in order, the rule's condition, each booster's effect",
+        description="Explain alerts by id: replay the log with the rules, then show the contributing events "
+        "with their times, the rule's condition, and the score: base, each booster that applied and its "
+        "points, the boosters that did not, and the severity band.",
+        epilog=EXPLAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ex.add_argument("alert_ids", nargs="+", metavar="ALERT_ID", help="alert ids from the backtest output")
+    ex.add_argument("--log", action="append", dest="logs", metavar="LOG", required=True,
+                    help="the event log the alert came from (repeat for several files, in order)")  # fmt: skip
+    config_arg(ex)
+    _range_args(ex)
+    ex.add_argument("--pseudonymize-key-env", metavar="VAR",
+                    help="as given to backtest: its alert ids carry target ids pseudonymised by this key")  # fmt: skip
+    ex.set_defaults(func=cmd_explain)
+
+
+# -- commands ---------------------------------------------------------------------------------------------
+
+
+def cmd_rules_diff(args: argparse.Namespace) -> int:
+    from streams.cli.main import UsageError
+    from streams.config.loader import load_rules
+    from streams.offline.diff import diff_rulesets, render_text
+
+    configs: list[str] = args.configs
+    if len(configs) != 2:
+        raise UsageError(f"rules diff: give --config exactly twice (A then B), got {len(configs)}")
+    ruleset_a, ruleset_b = load_rules(configs[0]), load_rules(configs[1])
+    result = diff_rulesets(ruleset_a, ruleset_b, args.paths, **_options(args))
+    print(render_text(result, limit=args.limit))
+    return 1 if args.exit_code and not result.identical else 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from streams.cli.main import UsageError, _audit_key
+    from streams.config.loader import load_rules
+    from streams.offline.explain import AlertNotFound, explain_ids, render_text
+
+    ruleset = load_rules(args.config)
+    key = _audit_key(args.pseudonymize_key_env)
+    try:
+        explanations = explain_ids(ruleset, args.alert_ids, args.logs, pseudonymize=key, **_options(args))
+    except AlertNotFound as exc:
+        raise UsageError(str(exc)) from None
+    print("\n\n".join(render_text(ex) for ex in explanations))
+    return 0
+
+
+def backtest_extras(args: argparse.Namespace, ruleset: RuleSet, result: BacktestResult, limits: Limits) -> None:
+    """``backtest --explain`` and ``--report FILE``, after the summary. Both need the hits behind the high
+    and critical alerts, which the backtest does not keep: the log is replayed again, up to the last of them."""
+    from streams.cli.main import UsageError, _audit_key
+    from streams.core.scoring import Severity
+    from streams.offline.explain import explain_alerts, render_text
+    from streams.offline.report import ReportData, write_report
+
+    key = _audit_key(getattr(args, "pseudonymize_key_env", None))
+    serious = [a.alert_id for a in result.alerts if a.severity >= Severity.HIGH]
+    run = explain_alerts(ruleset, args.paths, since=args.since, until=args.until, lateness=args.lateness,
+                         limits=limits, pseudonymize=key, expected=serious)  # fmt: skip
+    if args.explain:
+        if run.explanations:
+            print("\n\n".join(render_text(ex) for ex in run.explanations))
+        else:
+            print("no high or critical alerts to explain")
+    if args.report:
+        period = (run.first_ts, run.last_ts) if run.first_ts is not None and run.last_ts is not None else None
+        data = ReportData(result, run.explanations, list(args.paths), ruleset.source, period)
+        try:
+            write_report(args.report, data)
+        except OSError as exc:
+            raise UsageError(f"{args.report}: cannot write the report: {exc.strerror or exc}") from None
+        sys.stderr.write(f"report written to {args.report}\n")

@@ -1,0 +1,159 @@
+"""Service settings for the live worker, replay and demo.
+
+Precedence, highest first: command-line flags, environment variables ``MODWATCH_<NAME>`` (nested
+with ``__``, e.g. ``MODWATCH_KAFKA__SASL_PASSWORD``), the YAML file named by ``--settings`` or
+``MODWATCH_SETTINGS`` (default ``config/modwatch.yaml`` when it exists), then the defaults below.
+Secrets are ``SecretStr``: never printed, logged or shown by ``modwatch settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streams.config.loader import ConfigError
+from streams.core.events import EVENT_TYPES
+
+DEFAULT_SETTINGS_FILE = "config/modwatch.yaml"
+
+
+class KafkaSecurity(BaseModel):
+    """How to reach the brokers. Defaults: plaintext, no authentication."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+
+class Topics(BaseModel):
+    """Topic names and which input topic each event type is read from and replayed to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    events: dict[str, str] = Field(default_factory=lambda: dict.fromkeys(EVENT_TYPES, "modwatch.events"))
+    alerts: str = "modwatch.alerts"
+    deadletter: str = "modwatch.deadletter"
+    keyed: str = "modwatch.keyed"  # internal: events repartitioned by rule key
+    partitions: int = Field(default=1, ge=1, le=256)  # for topics modwatch creates
+
+    def input_topics(self) -> list[str]:
+        return sorted(set(self.events.values()))
+
+    def topic_for(self, event_type: str) -> str:
+        try:
+            return self.events[event_type]
+        except KeyError:
+            raise ValueError(f"no topic configured for event type {event_type!r}") from None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODWATCH_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    app_id: str = "modwatch"
+    rules_dir: str = "config"
+    kafka: KafkaSecurity = KafkaSecurity()
+    topics: Topics = Topics()
+    lateness_seconds: float = Field(default=300.0, ge=0)
+    # An input partition silent this long stops holding the watermark back.
+    idle_source_seconds: float = Field(default=10.0, gt=0)
+    tick_seconds: float = Field(default=0.5, gt=0)  # how often event time is broadcast to keyed partitions
+    max_record_bytes: int = Field(default=1024 * 1024, ge=1024)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    web_port: int = Field(default=6066, ge=0, le=65535)  # Faust's own web server (bound to 127.0.0.1)
+    alerts_jsonl: str | None = None  # also append alerts to this file
+    webhook_url: str | None = None
+    webhook_min_severity: Literal["info", "low", "medium", "high", "critical"] = "high"
+    alertmanager_url: str | None = None  # e.g. http://alertmanager:9093 (POST /api/v2/alerts)
+    alertmanager_min_severity: Literal["info", "low", "medium", "high", "critical"] = "high"
+    # endsAt = send time + this; 0 leaves endsAt unset (Alertmanager's resolve_timeout applies).
+    alertmanager_resolve_after_seconds: float = Field(default=3600.0, ge=0)
+    session_timeout_seconds: float = Field(default=6.0, gt=0)  # short joins on Tansu; raise for Apache Kafka
+    heartbeat_seconds: float = Field(default=1.0, gt=0)
+    # Standby copies of each table partition on other workers (Faust's table_standby_replicas; its
+    # default is 1). A copy spares the worker that takes its partition over reading it back from the
+    # changelog (``streams.live.faust_ext.store``), and costs every worker CPU all the time, reading its peers'
+    # changelogs (``app.STANDBY_NOTE``; README, Performance, "Failover" and "Scale-out").
+    standby_replicas: int = Field(default=0, ge=0)
+    # Evaluate an event in the routing stage for the keyed partitions this worker owns, instead of
+    # sending it through the keyed topic to itself (bench, one worker: 1.16x the throughput with keyed
+    # bundles, 1.72x before them; a third of the p99 latency at 250 events/s).
+    # Off from 30 Nov 2026 00:30 until the cause of a fault-test failure with it on was found: after a
+    # rebalance Faust handed the agents records from a partition's tail before seeking back to its
+    # committed offset (``streams.live.faust_ext.rebalance_patches.seek_before_resuming`` fixes that).
+    local_evaluation: bool = True
+    # Send a batch's events for another worker's keyed partition packed into one record instead of
+    # one record each (bench: see Performance). A worker of a version before 30 Nov 2026 cannot read
+    # such records: set false while any still runs (a rolling upgrade), then back to true.
+    bundle_keyed_records: bool = True
+    data_dir: str = ".modwatch"  # Faust's local data directory
+    # When set, target and data-subject ids in alerts are replaced by a keyed HMAC pseudonym.
+    pseudonymize_key: SecretStr | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings for display: secrets appear as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("MODWATCH_SETTINGS") or _settings_file_override
+        if path is None:
+            if not Path(DEFAULT_SETTINGS_FILE).exists():
+                return {}
+            path = DEFAULT_SETTINGS_FILE
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such settings file") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        return data
+
+
+_settings_file_override: str | None = None
+
+
+def load_settings(path: str | None = None, **overrides: Any) -> Settings:
+    """Settings from flags (``overrides``, None values ignored), environment and file."""
+    global _settings_file_override
+    _settings_file_override = path
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        source = path or os.environ.get("MODWATCH_SETTINGS") or "settings"
+        raise ConfigError(f"{source}: {where}: {err['msg']}") from None
+    finally:
+        _settings_file_override = None

@@ -1,0 +1,154 @@
+"""Alert, its deterministic id, and the summary sentence.
+
+An alert id depends only on the rule, the group key and the incident's anchor (its defining event
+ids), so the same input and config always give the same ids, and a redelivered event reproduces the
+id instead of minting a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.core.rules.predicate import Context, compile_path
+from streams.core.scoring import Severity
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_@][A-Za-z0-9_.@]*)(?:\|([^{}]*))?\}")
+
+
+def alert_id(rule_id: str, group_key: str, anchor: str) -> str:
+    digest = hashlib.sha256(f"{rule_id}\x1f{group_key}\x1f{anchor}".encode()).hexdigest()
+    return digest[:24]
+
+
+def iso(ts: float) -> str:
+    """Event time as RFC 3339 UTC with milliseconds (stable text for byte-identical output)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class Alert:
+    alert_id: str
+    rule_id: str
+    severity: Severity
+    score: int
+    title: str
+    summary: str
+    actor_id: str | None
+    group_key: str
+    event_ids: list[str]
+    first_seen: float
+    last_seen: float
+    signals: list[str]
+    labels: dict[str, str]
+    mode: str = "live"
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "rule_id": self.rule_id,
+            "severity": self.severity.label,
+            "score": self.score,
+            "title": self.title,
+            "summary": self.summary,
+            "actor_id": self.actor_id,
+            "group_key": self.group_key,
+            "event_ids": self.event_ids,
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
+            "signals": self.signals,
+            "labels": self.labels,
+            "mode": self.mode,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Alert:
+        return cls(
+            alert_id=data["alert_id"],
+            rule_id=data["rule_id"],
+            severity=Severity.parse(data["severity"]),
+            score=int(data["score"]),
+            title=data["title"],
+            summary=data["summary"],
+            actor_id=data.get("actor_id"),
+            group_key=data["group_key"],
+            event_ids=list(data["event_ids"]),
+            first_seen=_parse_iso(data["first_seen"]),
+            last_seen=_parse_iso(data["last_seen"]),
+            signals=list(data.get("signals", [])),
+            labels=dict(data.get("labels", {})),
+            mode=data.get("mode", "live"),
+        )
+
+
+def _parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# Labels every alert carries when the incident has them: bounded, useful for routing a page.
+LABEL_PATHS = {
+    "event_type": "event_type",
+    "actor_region": "actor.region",
+    "target_region": "target.region",
+    "target_kind": "target.kind",
+    "destination_kind": "destination.kind",
+    "destination_region": "destination.region",
+    "grantee_region": "grantee.region",
+    "system_region": "system.region",
+    "jurisdiction": "first.requester.jurisdiction",
+    "requester_kind": "first.requester.kind",
+    "agency": "first.requester.agency",
+    "request_id": "request_id",
+}
+_LABEL_GETTERS = {name: compile_path(path) for name, path in LABEL_PATHS.items()}
+
+
+def labels_for(ctx: Context) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, get in _LABEL_GETTERS.items():
+        values = get(ctx)
+        if values and isinstance(values[0], str | int | float):
+            out[name] = str(values[0])
+    if "request_id" not in out and ctx.first is not None and ctx.first.get("request_id"):
+        out["request_id"] = str(ctx.first["request_id"])
+    return out
+
+
+class Template:
+    """A summary with ``{path}`` placeholders: event fields (``actor.id``, ``first.requester.agency``)
+    or facts the rule computed (``{latency}``, ``{total}``). A missing value prints as ``?``, or as
+    the fallback given after a bar: ``{subject_regions|none}``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.paths = {m.group(1): compile_path(m.group(1)) for m in _PLACEHOLDER.finditer(text)}
+
+    def render(self, ctx: Context, facts: dict[str, Any]) -> str:
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in facts:
+                return _fmt(facts[name])
+            values = self.paths[name](ctx)
+            if not values:
+                return match.group(2) if match.group(2) is not None else "?"
+            return ", ".join(_fmt(v) for v in values[:10]) + (" …" if len(values) > 10 else "")
+
+        return _PLACEHOLDER.sub(replace, self.text)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+    return str(value)

@@ -1,0 +1,84 @@
+"""``cardinality``: the number of distinct values of a field per group key over a sliding window.
+
+State per key: each distinct value with the last time it was seen (capped: once the bound is met
+there is no need to remember more values than the bound asks for, plus slack).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from streams.core.rules.base import Hit, RuleConfig, State, describe, register
+from streams.core.rules.duration import format_duration
+from streams.core.rules.predicate import Context, compile_path
+from streams.core.rules.threshold import Windowed, WindowedConfig, add_id, in_window, remember_latest, window_hit
+
+
+class CardinalityConfig(WindowedConfig):
+    kind: Literal["cardinality"]
+    field: str = Field(min_length=1)  # whose distinct values are counted
+
+
+@register
+class CardinalityRule(Windowed):
+    kind = "cardinality"
+    config_model = CardinalityConfig
+
+    def __init__(self, config: CardinalityConfig, lists: dict[str, list[str]]) -> None:
+        super().__init__(config, lists)
+        self.ccfg = config
+        self.values = compile_path(config.field)
+        bound = config.at_least if config.at_least is not None else (config.above or 0) + 1
+        self.cap = int(bound) * 4 + 16
+
+    def apply(self, state: State, view: dict[str, Any], ts: float, side: str) -> tuple[State, list[Hit]]:
+        if state is None:
+            state = {"v": {}, "i": []}
+        ids = add_id(state["i"], ts, view["event_id"])
+        if ids is None:
+            return state, []
+        state["i"] = ids
+        remember_latest(state, ts, view)
+        seen: dict[str, float] = state["v"]
+        for value in self.values(Context(view, ts)):
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                key = str(value)
+                if seen.get(key, -1.0) < ts:
+                    seen[key] = ts
+        if len(seen) > self.cap:
+            for key, _ in sorted(seen.items(), key=lambda kv: kv[1])[: len(seen) - self.cap]:
+                del seen[key]
+        # Windows ending at this event and at the newest event seen (an out-of-order arrival may
+        # complete a window that ends later than itself).
+        best_end, best = ts, 0
+        for end in {ts, max(seen.values(), default=ts)}:
+            distinct = sum(1 for t in seen.values() if end - self.size < t <= end)
+            if distinct > best:
+                best_end, best = end, distinct
+        if not self.reached(best):
+            return state, []
+        hit = window_hit(state.get("lv"), in_window(state["i"], best_end - self.size, best_end), ts, view)
+        hit.facts = {"distinct": best, "window": format_duration(self.size)}
+        return state, [hit]
+
+    def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
+        horizon = watermark - self.size
+        state["v"] = {k: t for k, t in state["v"].items() if t > horizon}
+        state["i"] = [x for x in state["i"] if x[0] > horizon]
+        return (state if state["v"] or state["i"] else None), []
+
+    def deadline(self, state: State) -> float | None:
+        times = [t for t, _ in state["i"]] + list(state["v"].values()) if state else []
+        return min(times) + self.size + self.slack if times else None
+
+    def condition_text(self) -> str:
+        keys = ", ".join(g[0] for g in self.groups)
+        return (
+            f"distinct {self.ccfg.field} per {keys} within {format_duration(self.size)} {self.bound_text()}, "
+            f"over {'/'.join(self.ccfg.select.events)} where {describe(self.ccfg.select.where)}"
+        )
+
+
+__all__ = ["CardinalityConfig", "CardinalityRule", "RuleConfig"]

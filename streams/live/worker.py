@@ -1,0 +1,106 @@
+"""``modwatch worker``: start the live Faust worker (blocks until stopped).
+
+Before Faust starts, the rule set is loaded (a bad config stops start-up here, with the file, rule
+and field named, before anything connects) and the input, alerts and dead-letter topics are created
+when missing. Faust creates its own internal topics (the keyed topic, the table changelog).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from streams.config.loader import load_rules
+from streams.config.settings import Settings
+from streams.live.faust_ext import faust_patches as patches
+from streams.live.faust_ext import rebalance_patches as rebalance
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(settings: Settings) -> None:
+    from streams.tools.broker import create_topics
+
+    names = {t: settings.topics.partitions for t in settings.topics.input_topics()}
+    names[settings.topics.alerts] = 1
+    names[settings.topics.deadletter] = 1
+    create_topics(settings.bootstrap_servers, names)
+
+
+def use_event_loop(name: str = "uvloop") -> str:
+    """Install the event loop policy Faust will run on; returns the one in use.
+
+    Called before the app is created: Faust and aiokafka bind to the loop they first see. uvloop
+    (the default) made the worker measurably faster (bench/README.md); ``asyncio`` is the standard
+    loop, also the fallback when uvloop is not installed.
+    """
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: running on the standard asyncio loop")
+            return "asyncio"
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return "uvloop"
+    if name != "asyncio":
+        raise ValueError(f"unknown event loop {name!r} (expected uvloop or asyncio)")
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    return "asyncio"
+
+
+def run_worker(
+    settings: Settings,
+    loglevel: str = "info",
+    loop: str = "uvloop",
+    fetch_max_wait_ms: int | None = patches.FETCH_MAX_WAIT_MS,
+    fast_delivery: bool = True,
+    wake_on_buffer_drop: bool = True,
+) -> int:
+    """Run until SIGINT/SIGTERM. Returns the process exit code. For the benchmark,
+    ``fast_delivery=False`` leaves Faust's delivery of records as it is
+    (``faust_patches.deliver_without_tasks``), and ``wake_on_buffer_drop=False`` leaves its fetch
+    loop's waits for a paused stream partition as they are (``faust_patches.wake_fetch_on_buffer_drop``;
+    the wake-up after a rebalance's seek, part of ``rebalance_patches.seek_before_resuming``, stays)."""
+    import faust
+
+    ruleset = load_rules(settings.rules_dir)
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info(
+        "modwatch worker: %d rules from %s, brokers %s, inputs %s -> alerts %s",
+        len(ruleset.rules), ruleset.source, settings.bootstrap_servers,
+        ",".join(settings.topics.input_topics()), settings.topics.alerts,
+    )  # fmt: skip
+    ensure_topics(settings)
+    log.info("event loop: %s", use_event_loop(loop))
+    patches.set_fetch_max_wait(fetch_max_wait_ms)
+    rebalance.use_fetched_highwaters()
+    rebalance.seek_before_resuming()
+    patches.fetch_only_active_partitions()
+    rebalance.commit_before_revoking()
+    patches.log_state_before_commit()
+    rebalance.leave_group_from_generation_zero()
+    if fast_delivery:
+        patches.deliver_without_tasks()
+    if wake_on_buffer_drop:
+        patches.wake_fetch_on_buffer_drop()
+    from streams.live.app import create_app
+
+    runtime = create_app(settings, ruleset)
+    from streams.outputs.metrics import registry_for, serve
+
+    serve(registry_for(runtime.engine, runtime.health, live=True), settings.metrics_host, settings.metrics_port)
+    worker = faust.Worker(runtime.app, loglevel=loglevel, quiet=True)
+    # Faust's terminal spinner, at --loglevel warning or above, sets the root logger to DEBUG so that
+    # it can spin on every record: every aiokafka and Faust debug call then builds a LogRecord
+    # (measured: the worker ran at a fraction of its speed). The spinner is for terminals anyway.
+    worker.spinner = None
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m streams.live.worker` for debugging
+    sys.exit(run_worker(Settings()))

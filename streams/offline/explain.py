@@ -1,0 +1,523 @@
+"""``modwatch explain``: why an alert fired.
+
+The engine keeps no evidence beyond the alert itself, so an explanation replays the log with the same
+rules (alert ids are deterministic: the replay mints the same ids) and records, for the alerts asked
+about, the rule's hit: the events that completed the pattern, the group key, the facts. The score is
+then recomputed from the hit with the rule set's scorer, booster by booster, and the contributing
+events are read back from the log by id with all their contract fields.
+
+Event fields come from untrusted producers: the text renderer strips control characters so that an
+explanation printed on a terminal cannot carry escape sequences.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streams.config.loader import RuleSet
+from streams.core.alerts import Alert, iso
+from streams.core.decode import DEFAULT_LIMITS, Decoded, Limits, decode
+from streams.core.engine import Engine, Pseudonymizer, Shard
+from streams.core.events import parse_time
+from streams.core.rules.base import Hit, Rule
+from streams.core.rules.duration import format_duration
+from streams.core.scoring import Bands, ScoringConfig, Severity
+from streams.offline.backtest import BacktestResult, decoded_events
+from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines
+
+
+class AlertNotFound(KeyError):
+    """The alert id asked about is not raised by these rules over this log."""
+
+    def __init__(self, alert_id: str, message: str) -> None:
+        super().__init__(alert_id)
+        self.alert_id = alert_id
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class BoosterEffect:
+    name: str
+    points: int
+    applied: bool
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainedEvent:
+    event_id: str
+    ts: float | None  # None when the event is not in the log (or outside --since/--until)
+    view: dict[str, Any] | None  # the event as logged
+
+
+@dataclass(frozen=True)
+class Explanation:
+    alert: Alert
+    kind: str  # the rule kind
+    condition: str  # the rule's condition, one line
+    description: str  # the rule's description from the config
+    events: tuple[ExplainedEvent, ...]  # in event-time order
+    base: int
+    boosters: tuple[BoosterEffect, ...]  # every booster the rule considers: applying ones first
+    excluded: tuple[str, ...]  # boosters the rule does not consider (its score.boosters list)
+    raw: int  # base + boosters, before clamping to 0-100
+    score: int
+    severity: Severity
+    bands: Bands
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def applied(self) -> list[BoosterEffect]:
+        return [b for b in self.boosters if b.applied]
+
+    @property
+    def not_applied(self) -> list[BoosterEffect]:
+        return [b for b in self.boosters if not b.applied]
+
+    def band_text(self) -> str:
+        """``critical (>= 80)``: the severity and the band that gave it."""
+        floor = {
+            Severity.CRITICAL: self.bands.critical,
+            Severity.HIGH: self.bands.high,
+            Severity.MEDIUM: self.bands.medium,
+            Severity.LOW: self.bands.low,
+        }.get(self.severity)
+        return f"{self.severity.label} (>= {floor})" if floor is not None else f"info (< {self.bands.low})"
+
+
+# -- replaying the log with a recording engine ------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Record:
+    rule: Rule
+    hit: Hit
+    alert: Alert
+
+
+class _RecordingEngine(Engine):
+    """The engine, unchanged, plus a copy of the hit behind every alert that ``want`` selects."""
+
+    def __init__(self, ruleset: RuleSet, lateness: float, want: Callable[[Alert], bool],
+                 pseudonymize: bytes | None = None) -> None:  # fmt: skip
+        super().__init__(ruleset, lateness=lateness, pseudonymize=pseudonymize)
+        self.want = want
+        self.records: dict[str, _Record] = {}
+
+    def build(self, rule: Rule, key: str, hit: Hit, new_id: str) -> Alert:
+        alert = super().build(rule, key, hit, new_id)
+        if self.want(alert):
+            # A copy: the hit's views may be shared with rule state that later changes.
+            self.records[new_id] = _Record(rule, copy.deepcopy(hit), alert)
+        return alert
+
+
+@dataclass
+class Replayed:
+    engine: Engine
+    records: dict[str, _Record]
+    alerts: int = 0  # alerts raised (all of them, not only the recorded ones)
+    events: int = 0  # events processed
+    first_ts: float | None = None
+    last_ts: float | None = None
+    complete: bool = True  # False when the replay stopped once every wanted alert was found
+
+
+def replay(
+    ruleset: RuleSet,
+    paths: list[str],
+    want: Callable[[Alert], bool],
+    *,
+    stop_after: set[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    lateness: float = 300.0,
+    limits: Limits = DEFAULT_LIMITS,
+    pseudonymize: bytes | None = None,
+    period: bool = False,
+) -> Replayed:
+    """Run the log through the engine as ``backtest`` does, recording the alerts ``want`` selects.
+    With ``stop_after``, stop as soon as all those alert ids have been raised: nothing later in the log
+    can change an alert already raised. With ``period`` too, the rest of the log is only skimmed for
+    its event times, so that ``first_ts``/``last_ts`` still span the whole log."""
+    check_readable(paths)
+    engine = _RecordingEngine(ruleset, lateness, want, pseudonymize)
+    shard = Shard()
+    out = Replayed(engine=engine, records=engine.records)
+    tally = BacktestResult(engine=engine)
+    lines = iter_lines(paths)
+    with DeadLetterFile(None) as deadletters:
+        for decoded in decoded_events(lines, tally, deadletters, limits, since, until):
+            out.events += 1
+            out.first_ts = decoded.ts if out.first_ts is None else min(out.first_ts, decoded.ts)
+            out.last_ts = decoded.ts if out.last_ts is None else max(out.last_ts, decoded.ts)
+            out.alerts += len(engine.process(shard, decoded))
+            if stop_after is not None and stop_after.issubset(engine.records):
+                out.complete = False
+                break
+    if not out.complete and period:
+        _skim_times(lines, out, since, until)
+    return out
+
+
+_OCCURRED_AT = re.compile(rb'"occurred_at"\s*:\s*"([^"\\]{1,64})"')
+
+
+def _skim_times(lines: Iterable[Line], out: Replayed, since: datetime | None, until: datetime | None) -> None:
+    """Extend the replayed period over the remaining lines, reading only their timestamps (a line that
+    would not decode may count: the period is for a chart's axis, not for evidence)."""
+    lo = since.timestamp() if since else float("-inf")
+    hi = until.timestamp() if until else float("inf")
+    for line in lines:
+        match = _OCCURRED_AT.search(line.raw)
+        if match is None:
+            continue
+        try:
+            ts = parse_time(match.group(1).decode("ascii")).timestamp()
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if lo <= ts < hi:
+            out.first_ts = ts if out.first_ts is None else min(out.first_ts, ts)
+            out.last_ts = ts if out.last_ts is None else max(out.last_ts, ts)
+
+
+_EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"\\]{1,200})"')
+
+
+def collect_events(
+    paths: list[str],
+    event_ids: Iterable[str],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, tuple[float, dict[str, Any]]]:
+    """The first valid occurrence of each wanted event id in the logs: (event time, the event as logged).
+    Only lines whose id is wanted are decoded (a cheap byte match finds the id first)."""
+    wanted = set(event_ids)
+    found: dict[str, tuple[float, dict[str, Any]]] = {}
+    lo = since.timestamp() if since else float("-inf")
+    hi = until.timestamp() if until else float("inf")
+    for line in iter_lines(paths):
+        if len(found) == len(wanted):
+            break
+        match = _EVENT_ID.search(line.raw)
+        if match is not None and match.group(1).decode("utf-8", "replace") not in wanted:
+            continue
+        out = decode(line.raw, limits)
+        if not isinstance(out, Decoded):
+            continue
+        event_id = out.event.event_id
+        if event_id in wanted and event_id not in found and lo <= out.ts < hi:
+            found[event_id] = (out.ts, out.view)
+    return found
+
+
+# -- building explanations ----------------------------------------------------------------------------
+
+
+def _booster_descriptions(ruleset: RuleSet) -> dict[str, str]:
+    """Booster descriptions from the rule set's scoring.yaml (the compiled scorer keeps only points and
+    tests). Best effort: an explanation without descriptions is still an explanation."""
+    path = Path(ruleset.source) / "scoring.yaml"
+    try:
+        config = ScoringConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except Exception:  # missing, or changed since loading: descriptions are optional
+        return {}
+    return {name: " ".join(b.description.split()) for name, b in config.boosters.items()}
+
+
+def _condition(rule: Rule) -> str:
+    # rules.base.describe() dumps predicates through a callable-discriminated union, for which pydantic
+    # warns that it serialises left to right; the text is right, the warning is noise on a terminal.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Pydantic serializer warnings", category=UserWarning)
+        return " ".join(rule.condition_text().split())
+
+
+def _explanation(ruleset: RuleSet, record: _Record, events: dict[str, tuple[float, dict[str, Any]]],
+                 descriptions: dict[str, str]) -> Explanation:  # fmt: skip
+    rule, hit, alert = record.rule, record.hit, record.alert
+    scorer = ruleset.scorer
+    score = scorer.score(rule, hit)
+    applied = {s.name: s.points for s in score.signals}
+    wanted = rule.config.score.boosters
+    considered = list(scorer.boosters) if wanted == "all" else list(wanted)
+    boosters = [BoosterEffect(n, applied[n], True, descriptions.get(n, "")) for n in considered if n in applied]
+    boosters += [
+        BoosterEffect(n, scorer.boosters[n][0], False, descriptions.get(n, "")) for n in considered if n not in applied
+    ]
+    explained = []
+    for event_id in hit.event_ids:
+        ts_view = events.get(event_id)
+        explained.append(ExplainedEvent(event_id, *ts_view) if ts_view else ExplainedEvent(event_id, None, None))
+    order = {event_id: i for i, event_id in enumerate(hit.event_ids)}
+    explained.sort(key=lambda e: (e.ts if e.ts is not None else float("inf"), order[e.event_id]))
+    facts = {k: v for k, v in hit.facts.items() if k != "latency_seconds"}
+    return Explanation(
+        alert=alert,
+        kind=rule.kind,
+        condition=_condition(rule),
+        description=" ".join(rule.config.description.split()),
+        events=tuple(explained),
+        base=score.base,
+        boosters=tuple(boosters),
+        excluded=tuple(n for n in scorer.boosters if n not in considered),
+        raw=score.base + sum(applied.values()),
+        score=score.value,
+        severity=score.severity,
+        bands=scorer.bands,
+        facts=facts,
+    )
+
+
+def _build(ruleset: RuleSet, records: Sequence[_Record], paths: list[str], since: datetime | None,
+           until: datetime | None, limits: Limits, pseudonymize: bytes | None) -> list[Explanation]:  # fmt: skip
+    ids = {event_id for record in records for event_id in record.hit.event_ids}
+    events = collect_events(paths, ids, since=since, until=until, limits=limits) if ids else {}
+    if pseudonymize:
+        # The alerts hide target ids behind pseudonyms: so must the events shown beside them.
+        pseudo = Pseudonymizer(pseudonymize)
+        events = {k: (ts, pseudo.view(view) or {}) for k, (ts, view) in events.items()}
+    descriptions = _booster_descriptions(ruleset)
+    return [_explanation(ruleset, record, events, descriptions) for record in records]
+
+
+def explain_ids(
+    ruleset: RuleSet,
+    alert_ids: Sequence[str],
+    log_paths: list[str],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    lateness: float = 300.0,
+    limits: Limits = DEFAULT_LIMITS,
+    pseudonymize: bytes | None = None,
+) -> list[Explanation]:
+    """Explanations of the given alerts, in the order asked. Raises AlertNotFound naming the first id
+    these rules do not raise over these logs."""
+    wanted = {a.strip() for a in alert_ids}
+    run = replay(ruleset, log_paths, lambda a: a.alert_id in wanted, stop_after=wanted, since=since,
+                 until=until, lateness=lateness, limits=limits, pseudonymize=pseudonymize)  # fmt: skip
+    for alert_id in alert_ids:
+        if alert_id.strip() not in run.records:
+            logs = ", ".join(log_paths)
+            raise AlertNotFound(
+                alert_id,
+                f"no alert {alert_id.strip()!r} in {logs} with the rules in {ruleset.source} "
+                f"({run.alerts} alerts raised; alert ids are in the backtest output)",
+            )
+    records = [run.records[a.strip()] for a in alert_ids]
+    return _build(ruleset, records, log_paths, since, until, limits, pseudonymize)
+
+
+def explain(ruleset: RuleSet, alert_id: str, log_paths: list[str], **options: Any) -> Explanation:
+    """Why ``alert_id`` fired: its events, the rule's condition, the score booster by booster."""
+    return explain_ids(ruleset, [alert_id], log_paths, **options)[0]
+
+
+@dataclass
+class ExplainRun:
+    explanations: list[Explanation]
+    events: int
+    first_ts: float | None
+    last_ts: float | None
+
+
+def explain_alerts(
+    ruleset: RuleSet,
+    log_paths: list[str],
+    *,
+    min_severity: Severity = Severity.HIGH,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    lateness: float = 300.0,
+    limits: Limits = DEFAULT_LIMITS,
+    pseudonymize: bytes | None = None,
+    expected: Collection[str] | None = None,
+) -> ExplainRun:
+    """Explanations of every alert at or above ``min_severity`` (for ``backtest --explain`` and the
+    report), in the order they fired, plus the period of the log. ``expected``: the ids of those alerts
+    when a backtest already found them; the replay then stops after the last of them."""
+    stop_after = set(expected) if expected is not None else None
+    run = replay(ruleset, log_paths, lambda a: a.severity >= min_severity, stop_after=stop_after, since=since,
+                 until=until, lateness=lateness, limits=limits, pseudonymize=pseudonymize, period=True)  # fmt: skip
+    explanations = _build(ruleset, list(run.records.values()), log_paths, since, until, limits, pseudonymize)
+    return ExplainRun(explanations, run.events, run.first_ts, run.last_ts)
+
+
+# -- describing events ----------------------------------------------------------------------------------
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_text(value: Any, limit: int = 300) -> str:
+    """A value from an event as one printable line: control and bidi characters become ``?``, newlines
+    spaces, and long text is cut."""
+    text = _CONTROL.sub("?", str(value).replace("\n", " ").replace("\r", " "))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _get(view: dict[str, Any], *path: str) -> Any:
+    node: Any = view
+    for part in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _join(values: Any, limit: int = 10) -> str:
+    if not isinstance(values, list | tuple):
+        return str(values)
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f" … (+{len(values) - limit})" if len(values) > limit else "")
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _target_text(target: dict[str, Any]) -> str:
+    text = f"{target.get('kind', '?')} {target.get('id', '?')} ({target.get('region', '?')})"
+    if target.get("owner_id"):
+        text += f" owner {target['owner_id']}"
+    if target.get("tags"):
+        text += f" tags {_join(target['tags'])}"
+    return text
+
+
+def event_fields(view: dict[str, Any]) -> list[tuple[str, str]]:
+    """The contract fields of an event worth reading, as (label, text) pairs, in a fixed order. Shared by
+    the text renderer and the HTML report (which escapes them)."""
+    out: list[tuple[str, str]] = []
+    actor = view.get("actor")
+    if isinstance(actor, dict):
+        text = f"{actor.get('id', '?')} ({actor.get('kind', '?')}, {actor.get('region', '?')}"
+        text += f", {actor['role']})" if actor.get("role") else ")"
+        if actor.get("created_at"):
+            text += f" created {actor['created_at']}"
+        out.append(("actor", text))
+    requester = view.get("requester")
+    if isinstance(requester, dict):
+        out.append(("requester", f"{requester.get('agency', '?')} ({requester.get('kind', '?')}, "
+                                 f"{requester.get('jurisdiction', '?')})"))  # fmt: skip
+    if view.get("request_kind"):
+        out.append(("request", str(view["request_kind"])))
+    if view.get("confidential") is True:
+        out.append(("confidential", "yes"))
+    if view.get("deadline_seconds") is not None:
+        out.append(("deadline", format_duration(float(view["deadline_seconds"]))))
+    targets = view.get("targets")
+    if isinstance(targets, list) and targets:
+        shown = "; ".join(_target_text(t) for t in targets[:6] if isinstance(t, dict))
+        out.append((f"targets ({len(targets)})", shown + (f"; … (+{len(targets) - 6})" if len(targets) > 6 else "")))
+    target = view.get("target")
+    if isinstance(target, dict):
+        out.append(("target", _target_text(target)))
+    if view.get("category"):
+        out.append(("category", str(view["category"])))
+    if view.get("record_count") is not None:
+        out.append(("records", _count(view["record_count"])))
+    if view.get("fields"):
+        out.append(("fields", _join(view["fields"], 20)))
+    regions = view.get("subject_regions")
+    if isinstance(regions, dict) and regions:
+        out.append(("data subjects", ", ".join(f"{k} {_count(v)}" for k, v in sorted(regions.items()))))
+    destination = view.get("destination")
+    if isinstance(destination, dict):
+        out.append(("destination", f"{destination.get('kind', '?')} {destination.get('name', '?')} "
+                                   f"({destination.get('region', '?')})"))  # fmt: skip
+    grantee = view.get("grantee")
+    if isinstance(grantee, dict):
+        out.append(("grantee", f"{grantee.get('kind', '?')} {grantee.get('id', '?')} ({grantee.get('region', '?')})"))
+    system = view.get("system")
+    if isinstance(system, dict):
+        out.append(("system", f"{system.get('id', '?')} ({system.get('region', '?')})"))
+    if view.get("scope"):
+        out.append(("scope", str(view["scope"])))
+    if "remote" in view:
+        out.append(("remote", "yes" if view["remote"] is True else "no"))
+    if view.get("expires_at"):
+        out.append(("expires", str(view["expires_at"])))
+    if view.get("event_type") != "request.received" and view.get("request_id"):
+        out.append(("cites request", str(view["request_id"])))
+    elif view.get("request_id"):
+        out.append(("request id", str(view["request_id"])))
+    if view.get("ticket_id"):
+        out.append(("ticket", str(view["ticket_id"])))
+    elif view.get("event_type") not in ("request.received", "report.filed"):
+        out.append(("ticket", "none"))
+    if view.get("approved_by"):
+        out.append(("approved by", str(view["approved_by"])))
+    if view.get("reason"):
+        out.append(("reason", str(view["reason"])))
+    if view.get("tags"):
+        out.append(("tags", _join(view["tags"])))
+    return [(label, safe_text(text)) for label, text in out]
+
+
+def fact_text(value: Any) -> str:
+    """A rule's fact (a count, a total, a duration) as text: whole floats without their ``.0``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def offset_text(ts: float, start: float) -> str:
+    return "" if ts == start else "+" + format_duration(ts - start)
+
+
+# -- the text renderer ------------------------------------------------------------------------------
+
+
+def render_text(ex: Explanation) -> str:
+    alert = ex.alert
+    mode = "" if alert.mode == "live" else f"  [{alert.mode}: recorded, never paged]"
+    lines = [
+        f"alert {alert.alert_id}  {alert.rule_id}  {alert.severity.label} (score {alert.score}){mode}",
+        f"  {safe_text(alert.title)}",
+        f"  {safe_text(alert.summary, 1000)}",
+        f"  group {safe_text(alert.group_key)}; first event {iso(alert.first_seen)}, fired at {iso(alert.last_seen)}",
+        "",
+        f"condition ({ex.kind}): {safe_text(ex.condition, 1000)}",
+    ]
+    if ex.description:
+        lines.append(f"  {safe_text(ex.description, 1000)}")
+    if ex.facts:
+        lines.append("  found: " + ", ".join(f"{k} {safe_text(fact_text(v), 80)}" for k, v in ex.facts.items()))
+    lines += ["", f"events ({len(ex.events)}), in event time:"]
+    start = next((e.ts for e in ex.events if e.ts is not None), None)
+    for n, event in enumerate(ex.events, start=1):
+        if event.view is None or event.ts is None:
+            lines.append(f"  {n}. {safe_text(event.event_id)}: not found in the log")
+            continue
+        offset = offset_text(event.ts, start) if start is not None else ""
+        lines.append(f"  {n}. {iso(event.ts)} {offset:>7}  {safe_text(event.event_id)}  "
+                     f"{safe_text(event.view.get('event_type', '?'))}")  # fmt: skip
+        lines.extend(f"       {label:<14} {text}" for label, text in event_fields(event.view))
+    base = f"base (rule {alert.rule_id})"
+    total = "= score" + (f" ({ex.raw}, clamped to 0-100)" if ex.raw != ex.score else "")
+    width = max(len(base), len(total), *(len(b.name) + 2 for b in ex.applied)) + 1
+    lines += ["", "score:", f"  {base:<{width}} {ex.base:>4}"]
+    for booster in ex.applied:
+        lines.append(f"  {'+ ' + booster.name:<{width}} {booster.points:>+4}  {booster.description}")
+    lines.append(f"  {total:<{width}} {ex.score:>4}  severity {ex.band_text()}")
+    if ex.not_applied:
+        lines.append("  not applying: " + ", ".join(f"{b.name} ({b.points:+d})" for b in ex.not_applied))
+    if ex.excluded:
+        lines.append("  not considered by this rule: " + ", ".join(ex.excluded))
+    return "\n".join(lines)

@@ -1,0 +1,332 @@
+"""Replay JSONL event logs into Kafka: the library behind ``modwatch replay``.
+
+Each line is decoded exactly as the live worker and ``backtest`` decode it. A rejected line goes to
+the dead-letter file with its reason and is never sent. A valid event is produced unchanged (the
+original bytes) to ``topic_for(event_type)`` with key ``key_for(view)``, Kafka timestamp = its
+``occurred_at`` and the headers ``event_type`` and ``event_id``, so that consumers see event time,
+not replay time.
+
+Pacing: as fast as the broker takes it (default), ``speed`` (event-time gaps divided by ``speed``,
+measured from the first sent event: 60 replays an hour a minute), or ``rate`` (events per second).
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import kafka.errors
+from kafka import KafkaProducer
+
+from streams.core.decode import Decoded, Rejected, decode
+from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines
+from streams.offline.progress import Progress
+from streams.tools.broker import BrokerError, client_config, create_topics, ping
+
+#: Reason written to the dead-letter file for a valid event the broker did not accept.
+SEND_FAILED = "send_failed"
+
+_PRODUCER_DEFAULTS: dict[str, Any] = {
+    "client_id": "modwatch-replay",
+    # acks=all (with kafka-python's default idempotence): a retried batch is neither duplicated nor
+    # reordered within a partition, and a record counted as sent is on every in-sync replica. Replay
+    # is a bulk, offline job, so the extra round trip costs nothing that matters; with one broker
+    # (Tansu) it is the same as acks=1 anyway.
+    "acks": "all",
+    # Throughput: let records gather into large batches. 10 ms of linger is invisible next to paced
+    # replay's own sleeps, and at full speed batches fill long before it expires.
+    "linger_ms": 10,
+    "batch_size": 256 * 1024,
+    # Fail fast, with a clear message, when nothing answers at the bootstrap address.
+    "bootstrap_timeout_ms": 10_000,
+}
+
+_SLEEP_SLICE = 0.2  # long paced sleeps are sliced so progress keeps moving
+
+
+class ReplayError(RuntimeError):
+    """Replay could not run or finish: broker unreachable, topic creation failed, flush timed out."""
+
+
+@dataclass
+class ReplayStats:
+    """What one replay did. ``sent`` counts records the broker acknowledged (in a dry run: would send)."""
+
+    lines: int = 0
+    sent: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    filtered: int = 0
+    failed: int = 0
+    by_topic: dict[str, int] = field(default_factory=dict)
+    topics_created: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    elapsed: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def rate(self) -> float:
+        """Events sent per second of wall time."""
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+    def summary(self) -> str:
+        """One human line (two when something failed), printed at the end of every replay."""
+        verb = "would send" if self.dry_run else "sent"
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.rejected.items()))
+        text = (
+            f"replay: {verb} {self.sent} events from {self.lines} lines in {self.elapsed:.1f} s "
+            f"({self.rate:,.0f} events/s); rejected {self.rejected_total}"
+            + (f" ({reasons})" if reasons else "")
+            + f"; filtered {self.filtered}"
+        )
+        if self.failed:
+            text += (
+                f"\nreplay: {self.failed} events were not acknowledged by the broker "
+                "(those it refused are in the dead-letter file)"
+            )
+        return text
+
+
+class _Deliveries:
+    """Acknowledgements and failures reported by the producer's I/O thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.acked: Counter[str] = Counter()
+        self.failed: list[tuple[Line, str]] = []
+
+    def track(self, future: Any, topic: str, line: Line) -> None:
+        def ok(_metadata: object) -> None:
+            with self._lock:
+                self.acked[topic] += 1
+
+        def failed(exc: BaseException) -> None:
+            with self._lock:
+                self.failed.append((line, _describe(exc)))
+
+        future.add_callback(ok)
+        future.add_errback(failed)
+
+    def take_failed(self) -> list[tuple[Line, str]]:
+        with self._lock:
+            taken, self.failed = self.failed, []
+        return taken
+
+
+def _describe(exc: BaseException) -> str:
+    # Kafka client errors name the condition, never the record: safe for a dead-letter detail.
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _uncompressed_size(path: Path) -> int:
+    """Bytes a log yields when read: gzip's trailer holds the size (mod 4 GiB) of the last member."""
+    size = path.stat().st_size
+    if path.suffix != ".gz" or size < 18:
+        return size
+    with path.open("rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            return size
+        fh.seek(-4, 2)
+        isize: int = struct.unpack("<I", fh.read(4))[0]
+    return isize
+
+
+def _bound(value: datetime | None, name: str) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must carry a time zone")
+    return value.timestamp()
+
+
+def _check_options(speed: float | None, rate: float | None, partitions: int) -> None:
+    if speed is not None and rate is not None:
+        raise ValueError("speed and rate are mutually exclusive")
+    if speed is not None and not speed > 0:
+        raise ValueError("speed must be > 0")
+    if rate is not None and not rate > 0:
+        raise ValueError("rate must be > 0")
+    if partitions < 1:
+        raise ValueError("partitions must be >= 1")
+
+
+class _Sender:
+    """The producer side of a replay: topic creation on first use, send, delivery tracking."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic_for: Callable[[str], str],
+        key_for: Callable[[dict[str, Any]], bytes | None],
+        partitions: int,
+        producer_config: Mapping[str, Any] | None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic_for = topic_for
+        self.key_for = key_for
+        self.partitions = partitions
+        self.deliveries = _Deliveries()
+        self.created: list[str] = []
+        self._known: set[str] = set()
+        config = {**_PRODUCER_DEFAULTS, **(producer_config or {}), "bootstrap_servers": bootstrap}
+        try:
+            ping(bootstrap, config.get("bootstrap_timeout_ms", 10_000) / 1000)
+        except BrokerError as exc:
+            raise ReplayError(str(exc)) from exc
+        try:
+            self.producer = KafkaProducer(**client_config(KafkaProducer, config))
+        except kafka.errors.KafkaError as exc:
+            raise ReplayError(f"cannot reach Kafka broker at {bootstrap}: {exc}") from exc
+
+    def send(self, result: Decoded, line: Line, dead: DeadLetterFile) -> None:
+        """Called for each event that passed decoding and the time filter, after pacing."""
+        event = result.event
+        topic = self.topic_for(event.event_type)
+        if topic not in self._known:
+            try:
+                self.created += create_topics(self.bootstrap, {topic: self.partitions})
+            except BrokerError as exc:
+                raise ReplayError(str(exc)) from exc
+            self._known.add(topic)
+        try:
+            future = self.producer.send(
+                topic,
+                value=line.raw,
+                key=self.key_for(result.view),
+                timestamp_ms=round(result.ts * 1000),
+                headers=[("event_type", event.event_type.encode()), ("event_id", event.event_id.encode())],
+            )
+        except kafka.errors.MessageSizeTooLargeError as exc:
+            # Refused before it left this process: the line is kept as a dead letter, replay goes on.
+            dead.write(line, Rejected(SEND_FAILED, _describe(exc)))
+            return
+        except kafka.errors.KafkaError as exc:
+            # Anything else here (a metadata timeout) means the broker is gone: every further line
+            # would block for max_block_ms, so stop with a clear message instead.
+            raise ReplayError(f"broker at {self.bootstrap} stopped taking records: {exc}") from exc
+        self.deliveries.track(future, topic, line)
+
+    def write_failures(self, dead: DeadLetterFile) -> None:
+        """Dead-letter the records the broker refused; called from the replay thread only."""
+        for line, detail in self.deliveries.take_failed():
+            dead.write(line, Rejected(SEND_FAILED, detail))
+
+    def flush(self, timeout: float) -> None:
+        try:
+            self.producer.flush(timeout=timeout)
+        except kafka.errors.KafkaError as exc:
+            raise ReplayError(
+                f"broker at {self.bootstrap} did not acknowledge all records within {timeout:g} s: {exc}"
+            ) from exc
+
+    def close(self, timeout: float) -> None:
+        self.producer.close(timeout=timeout)
+
+
+def replay(
+    paths: list[str],
+    bootstrap: str,
+    topic_for: Callable[[str], str],
+    key_for: Callable[[dict[str, Any]], bytes | None],
+    *,
+    partitions: int = 1,
+    speed: float | None = None,
+    rate: float | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    deadletter: str | None = None,
+    producer_config: Mapping[str, Any] | None = None,
+    progress: bool | None = None,
+    dry_run: bool = False,
+    flush_timeout: float = 60.0,
+    out: TextIO = sys.stderr,
+) -> ReplayStats:
+    """Replay ``paths`` (JSONL, plain or .gz, in order) to the broker at ``bootstrap``.
+
+    ``since`` is inclusive and ``until`` exclusive; both must be time-zone aware. Events outside are
+    counted as ``filtered`` (found by scanning: seeking by time is not possible in a log file).
+    Missing topics are created with ``partitions`` partitions before their first record is sent.
+    ``progress`` defaults to "``out`` is a terminal"; the summary line is always written to ``out``.
+
+    Raises ``ValueError`` for contradictory options, :class:`~streams.offline.logio.LogFileError` for an
+    unreadable input and :class:`ReplayError` when the broker cannot be reached or does not take
+    the records in time. A record the broker refuses is a dead letter (reason ``send_failed``).
+    """
+    _check_options(speed, rate, partitions)
+    lo, hi = _bound(since, "since"), _bound(until, "until")
+    check_readable(paths)
+    stats = ReplayStats(dry_run=dry_run)
+    bar = Progress("replay", out)
+    bar.enabled = out.isatty() if progress is None else progress
+    bar.total_bytes = sum(_uncompressed_size(Path(p)) for p in paths)
+    sender = None if dry_run else _Sender(bootstrap, topic_for, key_for, partitions, producer_config)
+    started = time.monotonic()
+    anchor: tuple[float, float] | None = None  # (event time, wall time) of the first event sent
+    attempted = 0
+    aborted = True
+    try:
+        with DeadLetterFile(deadletter) as dead:
+            for line in iter_lines(paths):
+                stats.lines += 1
+                stats.bytes_read += len(line.raw) + 1
+                result = decode(line.raw)
+                if isinstance(result, Rejected):
+                    stats.rejected[result.reason] = stats.rejected.get(result.reason, 0) + 1
+                    dead.write(line, result)
+                elif (lo is not None and result.ts < lo) or (hi is not None and result.ts >= hi):
+                    stats.filtered += 1
+                else:
+                    if speed is not None:
+                        anchor = anchor or (result.ts, time.monotonic())
+                        _sleep_until(anchor[1] + (result.ts - anchor[0]) / speed, bar)
+                    elif rate is not None:
+                        _sleep_until(started + attempted / rate, bar)
+                    attempted += 1
+                    if sender is None:
+                        topic = topic_for(result.event.event_type)
+                        stats.by_topic[topic] = stats.by_topic.get(topic, 0) + 1
+                    else:
+                        sender.send(result, line, dead)
+                        sender.write_failures(dead)
+                bar.count, bar.done_bytes = attempted, stats.bytes_read
+                bar.update()
+            if sender is not None:
+                sender.flush(flush_timeout)
+                sender.write_failures(dead)
+        aborted = False
+    finally:
+        if sender is None:
+            stats.sent = attempted
+        else:
+            # After an error, do not wait for records that may never be acknowledged.
+            sender.close(0 if aborted else flush_timeout)
+            stats.by_topic = dict(sender.deliveries.acked)
+            stats.sent = sum(stats.by_topic.values())
+            stats.failed = attempted - stats.sent
+            stats.topics_created = sender.created
+        stats.elapsed = time.monotonic() - started
+        bar.done()
+        out.write(("replay aborted: " if aborted else "") + stats.summary() + "\n")
+        out.flush()
+    return stats
+
+
+def _sleep_until(deadline: float, bar: Progress) -> None:
+    """Sleep until ``deadline`` (monotonic), in slices so that the progress line keeps moving."""
+    while (delay := deadline - time.monotonic()) > 0:
+        time.sleep(min(delay, _SLEEP_SLICE))
+        bar.update()
+
+
+__all__ = ["SEND_FAILED", "ReplayError", "ReplayStats", "replay"]
