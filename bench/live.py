@@ -24,9 +24,10 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from streams.config.kafka import create_topics
 from streams.core.topology import input_key
 from streams.offline.logio import iter_lines
-from streams.tools.broker import EmbeddedBroker, create_topics, free_port
+from streams.tools.broker import EmbeddedBroker, free_port
 from streams.tools.replay import replay
 
 from .common import CpuMeter, log, median, ratio

@@ -27,8 +27,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from streams.live import app as app_module
 from streams.config.settings import Settings
+from streams.live import app as app_module
 from streams.live.faust_ext.faust_patches import FETCH_MAX_WAIT_MS
 from streams.live.worker import run_worker
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streams.cli.common import UsageError, key_from_env, parse_time_arg
 from streams.config.loader import ConfigError, RuleSet, load_rules
 from streams.offline.logio import LogFileError
 
@@ -30,10 +31,6 @@ EPILOG = """examples:
 """
 
 
-class UsageError(Exception):
-    pass
-
-
 class _ConfigAction(argparse.Action):
     """Records that --config was given explicitly (so it can override the settings file)."""
 
@@ -41,15 +38,6 @@ class _ConfigAction(argparse.Action):
                  option_string: str | None = None) -> None:  # fmt: skip
         setattr(namespace, self.dest, values)
         namespace.config_given = True
-
-
-def _time(text: str) -> object:
-    from streams.core.events import parse_time
-
-    try:
-        return parse_time(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an RFC 3339 timestamp with a time zone ({exc})") from None
 
 
 def _load(config: str) -> RuleSet:
@@ -77,7 +65,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             until=args.until,
             limits=limits,
             lateness=args.lateness,
-            pseudonymize=_audit_key(args.pseudonymize_key_env),
+            pseudonymize=key_from_env(args.pseudonymize_key_env),
             progress=Progress("backtest"),
         )
     print_summary(result)
@@ -199,17 +187,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_key(env_name: str | None) -> bytes | None:
-    """A key from the environment variable named on the command line (never the key itself: a
-    command line is visible to every user of the machine)."""
-    if not env_name:
-        return None
-    value = os.environ.get(env_name)
-    if not value:
-        raise UsageError(f"environment variable {env_name} is not set")
-    return value.encode("utf-8")
-
-
 def cmd_settings(args: argparse.Namespace) -> int:
     import yaml
 
@@ -222,7 +199,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from streams.outputs.audit import AuditLog, consume_alerts
 
     settings = _settings(args)
-    log = AuditLog(args.output, _audit_key(args.hmac_key_env))
+    log = AuditLog(args.output, key_from_env(args.hmac_key_env))
     sys.stderr.write(f"audit: {settings.topics.alerts} -> {args.output} (continuing at entry {log.seq + 1})\n")
     try:
         recorded = consume_alerts(settings.bootstrap_servers, settings.topics.alerts, log, group=args.group,
@@ -238,7 +215,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if not Path(args.path).is_file():
         raise LogFileError(f"{args.path}: no such file")
-    problems = verify(args.path, _audit_key(args.hmac_key_env))
+    problems = verify(args.path, key_from_env(args.hmac_key_env))
     for problem in problems:
         print(f"{args.path}: {problem}")
     if problems:
@@ -286,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_arg(bt)
     bt.add_argument("--output", "-o", required=True, metavar="FILE", help="where to write alerts (JSONL)")
     bt.add_argument("--deadletter", metavar="FILE", help="where to write rejected lines with their reasons")
-    bt.add_argument("--since", type=_time, metavar="T", help="skip events before T (RFC 3339)")
-    bt.add_argument("--until", type=_time, metavar="T", help="skip events at or after T (RFC 3339)")
+    bt.add_argument("--since", type=parse_time_arg, metavar="T", help="skip events before T (RFC 3339)")
+    bt.add_argument("--until", type=parse_time_arg, metavar="T", help="skip events at or after T (RFC 3339)")
     bt.add_argument("--strict", action="store_true", help="exit 1 if any line was rejected")
     bt.add_argument("--pseudonymize-key-env", metavar="VAR",
                     help="replace target and data-subject ids in alerts with an HMAC keyed by this variable")
@@ -328,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_args(rp)
     rp.add_argument("--speed", type=float, metavar="X", help="X times faster than event time (60: an hour a minute)")
     rp.add_argument("--rate", type=float, metavar="N", help="replay at N events per second")
-    rp.add_argument("--since", type=_time, metavar="T", help="skip events before T (RFC 3339)")
-    rp.add_argument("--until", type=_time, metavar="T", help="skip events at or after T (RFC 3339)")
+    rp.add_argument("--since", type=parse_time_arg, metavar="T", help="skip events before T (RFC 3339)")
+    rp.add_argument("--until", type=parse_time_arg, metavar="T", help="skip events at or after T (RFC 3339)")
     rp.add_argument("--deadletter", metavar="FILE", help="where to write rejected lines (default: count only)")
     rp.add_argument("--dry-run", action="store_true", help="validate and count, send nothing")
     rp.add_argument("--strict", action="store_true", help="exit 1 if any line was rejected")
@@ -444,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:
         # Broker unreachable, topic creation refused...: one line, not a traceback.
-        from streams.tools.broker import BrokerError
+        from streams.config.kafka import BrokerError
         from streams.tools.replay import ReplayError
 
         if isinstance(exc, BrokerError | ReplayError):

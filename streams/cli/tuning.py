@@ -2,7 +2,7 @@
 
 Registered on the parser by ``add_tuning_commands`` (called from ``streams.cli.main.build_parser``). Errors
 are raised as ConfigError / LogFileError / UsageError, which ``streams.cli.main`` prints in one line
-and turns into exit code 2. ``streams.cli.main`` is imported lazily: it imports this module.
+and turns into exit code 2.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streams.config.loader import RuleSet
     from streams.core.decode import Limits
+    from streams.core.ruleset import RuleSet
     from streams.offline.backtest import BacktestResult
 
 DIFF_EPILOG = """examples:
@@ -33,7 +33,7 @@ event time, the rule's condition, and the score booster by booster."""
 
 
 def _range_args(p: argparse.ArgumentParser) -> None:
-    from streams.cli.main import _time
+    from streams.cli.common import parse_time_arg as _time
 
     p.add_argument("--since", type=_time, metavar="T", help="skip events before T (RFC 3339), as backtest did")
     p.add_argument("--until", type=_time, metavar="T", help="skip events at or after T (RFC 3339), as backtest did")
@@ -99,7 +99,7 @@ def add_tuning_commands(
 
 
 def cmd_rules_diff(args: argparse.Namespace) -> int:
-    from streams.cli.main import UsageError
+    from streams.cli.common import UsageError
     from streams.config.loader import load_rules
     from streams.offline.diff import diff_rulesets, render_text
 
@@ -113,7 +113,8 @@ def cmd_rules_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from streams.cli.main import UsageError, _audit_key
+    from streams.cli.common import UsageError
+    from streams.cli.common import key_from_env as _audit_key
     from streams.config.loader import load_rules
     from streams.offline.explain import AlertNotFound, explain_ids, render_text
 
@@ -130,7 +131,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def backtest_extras(args: argparse.Namespace, ruleset: RuleSet, result: BacktestResult, limits: Limits) -> None:
     """``backtest --explain`` and ``--report FILE``, after the summary. Both need the hits behind the high
     and critical alerts, which the backtest does not keep: the log is replayed again, up to the last of them."""
-    from streams.cli.main import UsageError, _audit_key
+    from streams.cli.common import UsageError
+    from streams.cli.common import key_from_env as _audit_key
     from streams.core.scoring import Severity
     from streams.offline.explain import explain_alerts, render_text
     from streams.offline.report import ReportData, write_report

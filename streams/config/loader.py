@@ -1,54 +1,20 @@
-"""Loading the rule set: ``rules.yaml`` (named lists and rules) and ``scoring.yaml`` (bands, boosters).
-
-All or nothing: any error stops loading with one message naming the file, the rule and the field,
-e.g. ``config/rules.yaml: rule 'bulk_export': window: input should be a duration``. A half-loaded
-rule set never runs.
+"""Loading the rule set from a directory: ``rules.yaml`` (named lists and rules) and ``scoring.yaml``
+(bands, boosters). The files are read and parsed here; ``streams.core.ruleset`` compiles them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Any
 
 import yaml
-from pydantic import Field, TypeAdapter, ValidationError
 
-from streams.core.rules import RULE_KINDS, Rule, RuleConfig
-from streams.core.rules.predicate import UnknownListError, referenced_lists
-from streams.core.scoring import Scorer, ScoringConfig
+from streams.core.ruleset import ConfigError, RuleSet, build_ruleset
+
+__all__ = ["RULES_FILE", "SCORING_FILE", "ConfigError", "RuleSet", "load_rules"]
 
 RULES_FILE = "rules.yaml"
 SCORING_FILE = "scoring.yaml"
-
-
-class ConfigError(Exception):
-    """A configuration problem; the message is meant to be shown as is."""
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    rules: tuple[Rule, ...]
-    scorer: Scorer
-    lists: dict[str, list[str]]
-    source: str
-
-    def get(self, rule_id: str) -> Rule:
-        for rule in self.rules:
-            if rule.id == rule_id:
-                return rule
-        raise KeyError(f"no rule {rule_id!r} in {self.source}")
-
-
-def _format_error(error: ValidationError, skip: int = 0) -> str:
-    first = error.errors(include_url=False, include_input=False)[0]
-    loc = [str(p) for p in first["loc"]][skip:]
-    # Union branch tags (rule kinds, predicate shapes) clutter the path: drop them.
-    loc = [p for p in loc if p not in RULE_KINDS and p not in ("all", "any", "not", "condition")]
-    path = ".".join(loc) or "(rule)"
-    message = first["msg"].removeprefix("Value error, ")
-    more = error.error_count() - 1
-    return f"{path}: {message}" + (f" (and {more} more)" if more > 0 else "")
 
 
 def _read_yaml(path: Path) -> Any:
@@ -66,12 +32,6 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
 
 
-def _rule_adapter() -> TypeAdapter[Any]:
-    models = tuple(cls.config_model for cls in RULE_KINDS.values())
-    union = Annotated[Union[models], Field(discriminator="kind")]  # type: ignore[valid-type]  # noqa: UP007
-    return TypeAdapter(union)
-
-
 def load_rules(config_dir: str | Path) -> RuleSet:
     """Load and compile every rule in ``config_dir``; raise ConfigError on the first problem."""
     base = Path(config_dir)
@@ -79,81 +39,5 @@ def load_rules(config_dir: str | Path) -> RuleSet:
         raise ConfigError(f"{base}: no such config directory")
     rules_path, scoring_path = base / RULES_FILE, base / SCORING_FILE
     raw = _read_yaml(rules_path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{rules_path}: expected a mapping with 'rules' (and optionally 'lists')")
-    unknown = set(raw) - {"lists", "rules"}
-    if unknown:
-        raise ConfigError(f"{rules_path}: unknown top-level key {sorted(unknown)[0]!r} (expected lists, rules)")
-    lists = _load_lists(rules_path, raw.get("lists") or {})
-
     scoring_raw = _read_yaml(scoring_path) if scoring_path.exists() else {}
-    try:
-        scoring = ScoringConfig.model_validate(scoring_raw or {})
-    except ValidationError as exc:
-        raise ConfigError(f"{scoring_path}: {_format_error(exc)}") from None
-    try:
-        scorer = Scorer(scoring, lists)
-    except UnknownListError as exc:
-        raise ConfigError(f"{scoring_path}: {exc}") from None
-
-    entries = raw.get("rules")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{rules_path}: 'rules' must be a non-empty list")
-    adapter = _rule_adapter()
-    rules: list[Rule] = []
-    seen: set[str] = set()
-    for index, entry in enumerate(entries):
-        name = entry.get("id") if isinstance(entry, dict) else None
-        label = f"rule {name!r}" if isinstance(name, str) else f"rule #{index + 1}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{rules_path}: {label}: expected a mapping")
-        if entry.get("kind") not in RULE_KINDS:
-            kinds = ", ".join(sorted(RULE_KINDS))
-            raise ConfigError(f"{rules_path}: {label}: kind: expected one of {kinds}, got {entry.get('kind')!r}")
-        try:
-            config: RuleConfig = adapter.validate_python(entry)
-        except ValidationError as exc:
-            raise ConfigError(f"{rules_path}: {label}: {_format_error(exc)}") from None
-        if config.id in seen:
-            raise ConfigError(f"{rules_path}: {label}: id: duplicate rule id")
-        seen.add(config.id)
-        missing = sorted(_lists_used(config) - set(lists))
-        if missing:
-            raise ConfigError(f"{rules_path}: {label}: unknown list '${missing[0]}'")
-        if not config.enabled:
-            continue
-        try:
-            rule = RULE_KINDS[config.kind](config, lists)
-        except (ValueError, UnknownListError) as exc:
-            raise ConfigError(f"{rules_path}: {label}: {exc}") from None
-        try:
-            scorer.bind(rule)
-        except ValueError as exc:
-            raise ConfigError(f"{rules_path}: {label}: score.boosters: {exc}") from None
-        rules.append(rule)
-    return RuleSet(tuple(rules), scorer, lists, str(base))
-
-
-def _load_lists(path: Path, raw: Any) -> dict[str, list[str]]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: lists: expected a mapping of name to list of strings")
-    out: dict[str, list[str]] = {}
-    for name, values in raw.items():
-        if not isinstance(values, list) or not all(isinstance(v, str | int) for v in values):
-            raise ConfigError(f"{path}: lists: {name}: expected a list of strings")
-        out[str(name)] = [str(v) for v in values]
-    return out
-
-
-def _lists_used(config: RuleConfig) -> set[str]:
-    found: set[str] = set()
-    for attr in ("select", "first", "then"):
-        selector = getattr(config, attr, None)
-        if selector is not None:
-            found |= referenced_lists(selector.where)
-    found |= referenced_lists(getattr(config, "where", None))
-    for key in getattr(config, "group_by", []) or []:
-        value = getattr(key, "in_", None)
-        if isinstance(value, str) and value.startswith("$"):
-            found.add(value[1:])
-    return found
+    return build_ruleset(raw, scoring_raw, str(rules_path), str(scoring_path), str(base))

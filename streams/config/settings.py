@@ -16,8 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from streams.config.loader import ConfigError
 from streams.core.events import EVENT_TYPES
+from streams.core.ruleset import ConfigError
 
 DEFAULT_SETTINGS_FILE = "config/modwatch.yaml"
 

@@ -28,13 +28,13 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.config.loader import RuleSet
 from streams.core.alerts import Alert, Template, alert_id, labels_for
 from streams.core.decode import Decoded
 from streams.core.regions import region_label
 from streams.core.rules.base import ACTION_TYPES, Hit, Role, Rule
 from streams.core.rules.predicate import Context
 from streams.core.rules.sequence import SequenceGroup, SequenceRule, group_parts, group_sequences, is_group_id
+from streams.core.ruleset import RuleSet
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ import mode
 from faust.serializers import codecs
 from faust.types import TP, EventT
 
-from streams.config.loader import RuleSet
 from streams.config.settings import Settings
 from streams.core.alerts import Alert
 from streams.core.decode import Limits
 from streams.core.engine import Engine
+from streams.core.ruleset import RuleSet
 from streams.live.faust_ext.faust_patches import CommitHook, state_logged_at_commit
 from streams.live.faust_ext.store import SCHEME as STORE_SCHEME
 from streams.live.faust_ext.store import register as register_store
@@ -76,7 +76,7 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
     sec = settings.kafka
     extra: dict[str, Any] = {}
     if sec.security_protocol != "PLAINTEXT":
-        from streams.live.security import faust_credentials
+        from streams.config.kafka import faust_credentials
 
         extra["broker_credentials"] = faust_credentials(sec)
     return {

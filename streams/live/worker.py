@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def ensure_topics(settings: Settings) -> None:
-    from streams.tools.broker import create_topics
+    from streams.config.kafka import create_topics
 
     names = {t: settings.topics.partitions for t in settings.topics.input_topics()}
     names[settings.topics.alerts] = 1

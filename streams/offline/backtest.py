@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, TextIO
 
-from streams.config.loader import RuleSet
 from streams.core.alerts import Alert
 from streams.core.decode import DEFAULT_LIMITS, Decoded, Limits, decode
 from streams.core.engine import Engine, Shard
+from streams.core.ruleset import RuleSet
 from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines, total_size
 from streams.offline.progress import Progress
 

@@ -13,9 +13,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from streams.config.loader import RuleSet
 from streams.core.alerts import Alert, iso
 from streams.core.decode import DEFAULT_LIMITS, Limits
+from streams.core.ruleset import RuleSet
 from streams.offline.backtest import run_backtest
 from streams.offline.explain import safe_text
 

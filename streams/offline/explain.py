@@ -23,13 +23,13 @@ from typing import Any
 
 import yaml
 
-from streams.config.loader import RuleSet
 from streams.core.alerts import Alert, iso
 from streams.core.decode import DEFAULT_LIMITS, Decoded, Limits, decode
 from streams.core.engine import Engine, Pseudonymizer, Shard
 from streams.core.events import parse_time
 from streams.core.rules.base import Hit, Rule
 from streams.core.rules.duration import format_duration
+from streams.core.ruleset import RuleSet
 from streams.core.scoring import Bands, ScoringConfig, Severity
 from streams.offline.backtest import BacktestResult, decoded_events
 from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines

@@ -26,10 +26,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streams.config.loader import ConfigError, RuleSet
 from streams.core.alerts import Alert
 from streams.core.decode import Decoded, decode
 from streams.core.engine import Engine, Shard
+from streams.core.ruleset import ConfigError, RuleSet
 from streams.core.scoring import Severity
 
 FIXTURE_DIR = "fixtures"

@@ -161,7 +161,7 @@ def consume_alerts(bootstrap: str, topic: str, log: AuditLog, group: str = "modw
 
     from kafka import KafkaConsumer
 
-    from streams.tools.broker import GROUP_SETTINGS
+    from streams.config.kafka import GROUP_SETTINGS
 
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,

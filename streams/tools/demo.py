@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from streams.config.kafka import create_topics
 from streams.config.loader import load_rules
 from streams.config.settings import Settings
-from streams.tools.broker import EmbeddedBroker, create_topics, free_port
+from streams.tools.broker import EmbeddedBroker, free_port
 
 SEVERITY_COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "medium": "\033[33m", "low": "\033[36m", "info": ""}
 

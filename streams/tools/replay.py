@@ -26,10 +26,10 @@ from typing import Any, TextIO
 import kafka.errors
 from kafka import KafkaProducer
 
+from streams.config.kafka import BrokerError, client_config, create_topics, ping
 from streams.core.decode import Decoded, Rejected, decode
 from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines
 from streams.offline.progress import Progress
-from streams.tools.broker import BrokerError, client_config, create_topics, ping
 
 #: Reason written to the dead-letter file for a valid event the broker did not accept.
 SEND_FAILED = "send_failed"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from streams.cli.main import main
-from streams.config.loader import ConfigError
 from streams.config.settings import Settings, load_settings
+from streams.core.ruleset import ConfigError
 
 
 @pytest.fixture(autouse=True)

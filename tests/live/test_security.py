@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from streams.cli.main import main
+from streams.config.kafka import kafka_python_config
 from streams.config.loader import load_rules
 from streams.config.settings import Settings, load_settings
-from streams.live.security import kafka_python_config
 from streams.offline.backtest import run_backtest
 from tests.worker_harness import REPO
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
+from streams.config.kafka import create_topics
 from streams.config.loader import load_rules
 from streams.core.topology import input_key
 from streams.offline.backtest import run_backtest
-from streams.tools.broker import create_topics
 from streams.tools.replay import replay
 from tests.worker_harness import REPO, WorkerProcess, alert_ids, read_topic, worker_env
 

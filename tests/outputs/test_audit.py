@@ -120,8 +120,8 @@ def test_verify_command_exit_codes(
 def test_audit_consumes_the_alerts_topic_once_per_alert(broker, unique_prefix, tmp_path: Path) -> None:
     from kafka import KafkaProducer
 
+    from streams.config.kafka import create_topics
     from streams.outputs.audit import consume_alerts
-    from streams.tools.broker import create_topics
 
     topic = f"{unique_prefix}.alerts"
     create_topics(broker.bootstrap, {topic: 1})

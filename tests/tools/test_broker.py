@@ -14,15 +14,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from streams.tools.broker import (
-    BrokerError,
-    EmbeddedBroker,
-    admin_client,
-    consume_all,
-    create_topics,
-    free_port,
-    wait_for_topics,
-)
+from streams.config.kafka import BrokerError, admin_client, consume_all, create_topics, wait_for_topics
+from streams.tools.broker import EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.broker
 

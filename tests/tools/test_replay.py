@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from streams.tools.broker import EmbeddedBroker, admin_client, consume_all, free_port
+from streams.config.kafka import admin_client, consume_all
+from streams.tools.broker import EmbeddedBroker, free_port
 from streams.tools.replay import ReplayError, replay
 
 pytestmark = pytest.mark.broker
