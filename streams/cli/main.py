@@ -16,28 +16,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streams.cli.common import UsageError, key_from_env, parse_time_arg
-from streams.config.loader import ConfigError, RuleSet, load_rules
+from streams.config.loader import ConfigError, RuleSet, load_rules, resolve_rules_dir
 from streams.offline.logio import LogFileError
 
 if TYPE_CHECKING:
     from streams.config.settings import Settings
 
-DEFAULT_CONFIG = os.environ.get("MODWATCH_CONFIG", "config")
-
 EPILOG = """examples:
   modwatch demo                                   # embedded broker, worker, replay, alerts on screen
   modwatch backtest examples/events.jsonl --output alerts.jsonl --deadletter rejected.jsonl
   modwatch rules validate --config config
+  modwatch rules init my-rules                    # an editable copy of the bundled rules
+
+Rules directory, first that applies: --config DIR, $MODWATCH_CONFIG, (worker) the settings' rules_dir,
+./config if it holds a rules.yaml, else the rules bundled with modwatch.
 """
 
+CONFIG_HELP = ("rules directory with rules.yaml and scoring.yaml (default: $MODWATCH_CONFIG, ./config if it "
+               "holds a rules.yaml, else the bundled rules)")  # fmt: skip
 
-class _ConfigAction(argparse.Action):
-    """Records that --config was given explicitly (so it can override the settings file)."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
-                 option_string: str | None = None) -> None:  # fmt: skip
-        setattr(namespace, self.dest, values)
-        namespace.config_given = True
+def _rules_dir(given: str | None, settings_dir: str | None = None) -> str:
+    """The rules directory to use (``resolve_rules_dir``); says so on stderr when it is the bundled one."""
+    return str(resolve_rules_dir(given, settings_dir, notify=lambda line: sys.stderr.write(line + "\n")))
 
 
 def _load(config: str) -> RuleSet:
@@ -113,13 +114,20 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_rules_init(args: argparse.Namespace) -> int:
+    from streams.config.loader import copy_bundled_rules
+
+    written = copy_bundled_rules(args.dir, force=args.force)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{args.dir}: edit rules.yaml and scoring.yaml, then: modwatch rules test --config {args.dir}")
+    return 0
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     from streams.config.settings import load_settings
 
-    overrides = {
-        "bootstrap_servers": getattr(args, "bootstrap_servers", None),
-        "rules_dir": getattr(args, "config", None) if getattr(args, "config_given", False) else None,
-    }
+    overrides = {"bootstrap_servers": getattr(args, "bootstrap_servers", None)}
     partitions = getattr(args, "partitions", None)
     settings = load_settings(getattr(args, "settings", None), **overrides)
     if partitions is not None:
@@ -132,6 +140,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.live.worker import run_worker
 
     settings = _settings(args)
+    rules_dir = _rules_dir(args.config, settings.explicit_rules_dir())
+    settings = settings.model_copy(update={"rules_dir": rules_dir})
     load_rules(settings.rules_dir)  # fail before anything starts
     return run_worker(settings, loglevel=args.loglevel)
 
@@ -240,8 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def config_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--config", default=DEFAULT_CONFIG, metavar="DIR", action=_ConfigAction,
-            help="rules directory with rules.yaml and scoring.yaml (default: $MODWATCH_CONFIG or ./config)",
+            "--config", metavar="DIR", help=CONFIG_HELP,
         )  # fmt: skip
 
     def kafka_args(p: argparse.ArgumentParser) -> None:
@@ -395,6 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("paths", nargs="*", metavar="PATH", help="fixture files or directories")
     test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
     test.set_defaults(func=cmd_rules_test)
+    init = rules_sub.add_parser(
+        "init",
+        help="copy the bundled rules.yaml, scoring.yaml and fixtures/ into DIR for editing",
+        epilog="example:\n  modwatch rules init my-rules && modwatch rules validate --config my-rules",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument("dir", metavar="DIR", help="where to copy them (created if missing)")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist already")
+    init.set_defaults(func=cmd_rules_init)
 
     from streams.cli.tuning import add_tuning_commands
 
@@ -410,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        if "config" in vars(args) and func is not cmd_worker:  # the worker weighs its settings file too
+            args.config = _rules_dir(args.config)
         return func(args)
     except (ConfigError, LogFileError, UsageError) as exc:
         sys.stderr.write(f"modwatch: {exc}\n")

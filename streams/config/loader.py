@@ -1,9 +1,15 @@
 """Loading the rule set from a directory: ``rules.yaml`` (named lists and rules) and ``scoring.yaml``
 (bands, boosters). The files are read and parsed here; ``streams.core.ruleset`` compiles them.
+
+Which directory: ``resolve_rules_dir`` decides it for every command, and ``copy_bundled_rules`` makes an
+editable copy of the rules shipped in the package (``modwatch rules init DIR``).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +17,80 @@ import yaml
 
 from streams.core.ruleset import ConfigError, RuleSet, build_ruleset
 
-__all__ = ["RULES_FILE", "SCORING_FILE", "ConfigError", "RuleSet", "load_rules"]
+__all__ = [
+    "RULES_FILE",
+    "SCORING_FILE",
+    "ConfigError",
+    "RuleSet",
+    "bundled_rules_dir",
+    "copy_bundled_rules",
+    "load_rules",
+    "resolve_rules_dir",
+]
 
 RULES_FILE = "rules.yaml"
 SCORING_FILE = "scoring.yaml"
+FIXTURES_DIR = "fixtures"
+CONFIG_ENV = "MODWATCH_CONFIG"
+LOCAL_CONFIG = "config"
+
+
+def bundled_rules_dir() -> Path:
+    """The rules, scoring and fixtures shipped inside the package (``streams/config/defaults``)."""
+    return Path(__file__).resolve().parent / "defaults"
+
+
+def resolve_rules_dir(given: str | os.PathLike[str] | None = None, settings_dir: str | None = None, *,
+                      environ: Mapping[str, str] | None = None, cwd: str | Path | None = None,
+                      notify: Callable[[str], object] | None = None) -> Path:  # fmt: skip
+    """The rules directory a command uses, first that applies:
+
+    1. ``given`` (``--config DIR``),
+    2. ``$MODWATCH_CONFIG``,
+    3. ``settings_dir``: a ``rules_dir`` the service settings set explicitly (the worker's file or
+       ``$MODWATCH_RULES_DIR``),
+    4. ``./config`` when it holds a ``rules.yaml`` (a checkout, or a copy made by ``modwatch rules init``),
+    5. the bundled defaults (``bundled_rules_dir()``), and then ``notify`` gets the one line that tells
+       the user so (the command line prints it on stderr).
+
+    A directory named by 1-3 is returned as it is, even if it does not exist: ``load_rules`` then says so,
+    as a named directory that is missing is an error, never a reason to fall back.
+    """
+    env = os.environ if environ is None else environ
+    for named in (given, env.get(CONFIG_ENV) or None, settings_dir):
+        if named is not None:
+            return Path(named)
+    local = Path(cwd or ".") / LOCAL_CONFIG
+    if (local / RULES_FILE).is_file():
+        return Path(LOCAL_CONFIG) if cwd is None else local
+    bundled = bundled_rules_dir()
+    if notify is not None:
+        notify(f"modwatch: using the bundled rules ({bundled}); 'modwatch rules init DIR' copies them for editing")
+    return bundled
+
+
+def copy_bundled_rules(dest: str | Path, force: bool = False) -> list[Path]:
+    """Copy the bundled ``rules.yaml``, ``scoring.yaml`` and ``fixtures/`` into ``dest`` (created if
+    missing); returns the files written. Raises ConfigError, before writing anything, when one of them
+    exists already and ``force`` is false."""
+    source, target = bundled_rules_dir(), Path(dest)
+    files = [Path(RULES_FILE), Path(SCORING_FILE)]
+    files += sorted(p.relative_to(source) for p in (source / FIXTURES_DIR).glob("*.yaml"))
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{target}: not a directory")
+    existing = [str(target / f) for f in files if (target / f).exists()]
+    if existing and not force:
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise ConfigError(f"{shown}: already exists; give --force to overwrite")
+    written = []
+    try:
+        for rel in files:
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / rel, target / rel)
+            written.append(target / rel)
+    except OSError as exc:
+        raise ConfigError(f"{exc.filename or target}: cannot write: {exc.strerror or exc}") from None
+    return written
 
 
 def _read_yaml(path: Path) -> Any:

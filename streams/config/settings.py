@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlSource(settings_cls))
 
+    def explicit_rules_dir(self) -> str | None:
+        """``rules_dir`` when a flag, the environment or the settings file set it; None for the default
+        (then ``streams.config.loader.resolve_rules_dir`` looks further: ./config, the bundled rules)."""
+        return self.rules_dir if "rules_dir" in self.model_fields_set else None
+
     def redacted(self) -> dict[str, Any]:
         """The effective settings for display: secrets appear as ``**********``."""
         return self.model_dump(mode="json")

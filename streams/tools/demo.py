@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from streams.config.kafka import create_topics
-from streams.config.loader import load_rules
+from streams.config.loader import load_rules, resolve_rules_dir
 from streams.config.settings import Settings
 from streams.tools.broker import EmbeddedBroker, free_port
 
@@ -33,8 +33,11 @@ def format_row(alert: dict[str, object], colour: bool = False) -> str:
     return f"{when}  {start}{severity:<8}{end}  {alert['rule_id']:<24}  {summary}"
 
 
-def run_demo(log_path: str = "examples/events.jsonl", config_dir: str = "config", speed: float | None = None,
+def run_demo(log_path: str = "examples/events.jsonl", config_dir: str | None = None, speed: float | None = None,
              idle_exit: float | None = None, metrics_port: int = 9464, out: TextIO = sys.stdout) -> int:  # fmt: skip
+    """``config_dir`` None: as ``resolve_rules_dir`` finds it (the command line resolves it first)."""
+    # Absolute, so the worker (a child process) reads the same rules whatever it resolves by itself.
+    config_dir = str(Path(config_dir or resolve_rules_dir()).resolve())
     load_rules(config_dir)  # a bad config stops the demo before anything starts
     if not Path(log_path).is_file():
         from streams.offline.logio import LogFileError
@@ -60,7 +63,7 @@ def run_demo(log_path: str = "examples/events.jsonl", config_dir: str = "config"
         out.write(f"worker   log in {worker_log}\n")
         with worker_log.open("wb") as wlog:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
+                [sys.executable, "-m", "streams.cli", "worker", "--config", config_dir, "--loglevel", "info"],
                 env=env, stdout=wlog, stderr=subprocess.STDOUT,
             )  # fmt: skip
             try:
