@@ -190,10 +190,10 @@ def _memory_child(path: str) -> dict[str, Any]:
     from datetime import UTC, datetime, timedelta
 
     from streams.core.decode import Decoded, decode
-    from streams.core.engine import Engine, Shard
+    from streams.core.engine import Engine, Replay
 
-    engine = Engine(load_rules(CONFIG))
-    shard = Shard()
+    replay = Replay(Engine(load_rules(CONFIG)))
+    engine, shard = replay.engine, replay.shard
     settle_memory()
     base, base_blocks = rss_bytes(), sys.getallocatedblocks()
     last: dict[str, Any] = {}
@@ -204,7 +204,7 @@ def _memory_child(path: str) -> dict[str, Any]:
         event["actor"] = {**event["actor"], "id": f"bench-actor-{count}"}
         decoded = decode(json.dumps(event).encode(), now=float("inf"))
         assert isinstance(decoded, Decoded)
-        engine.process(shard, decoded)
+        replay.feed(decoded)
         last = event
     elapsed = time.perf_counter() - started
     settle_memory()
@@ -218,7 +218,7 @@ def _memory_child(path: str) -> dict[str, Any]:
             "occurred_at": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")}  # fmt: skip
     decoded = decode(json.dumps(late).encode(), now=float("inf"))
     assert isinstance(decoded, Decoded)
-    engine.process(shard, decoded)
+    replay.feed(decoded)
     settle_memory()
     after, after_blocks = rss_bytes(), sys.getallocatedblocks()
     per_key = (loaded - base) / keys if keys else float("nan")

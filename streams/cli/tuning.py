@@ -116,7 +116,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from streams.cli.common import UsageError
     from streams.cli.common import key_from_env as _audit_key
     from streams.config.loader import load_rules
-    from streams.offline.explain import AlertNotFound, explain_ids, render_text
+    from streams.offline.explain import AlertNotFound, explain_ids
+    from streams.offline.explain_text import render_text
 
     ruleset = load_rules(args.config)
     key = _audit_key(args.pseudonymize_key_env)
@@ -134,7 +135,8 @@ def backtest_extras(args: argparse.Namespace, ruleset: RuleSet, result: Backtest
     from streams.cli.common import UsageError
     from streams.cli.common import key_from_env as _audit_key
     from streams.core.scoring import Severity
-    from streams.offline.explain import explain_alerts, render_text
+    from streams.offline.explain import explain_alerts
+    from streams.offline.explain_text import render_text
     from streams.offline.report import ReportData, write_report
 
     key = _audit_key(getattr(args, "pseudonymize_key_env", None))

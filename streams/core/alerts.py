@@ -8,6 +8,7 @@ id instead of minting a new one.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from dataclasses import dataclass, field
@@ -152,3 +153,38 @@ def _fmt(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
     return str(value)
+
+
+class Pseudonymizer:
+    """Replaces target and data-subject ids in alerts with a keyed HMAC, consistently (the same id
+    always gives the same pseudonym, so analysts can still correlate) and irreversibly without the
+    key. Employee ids (actors, grantees) stay: investigating them is the point."""
+
+    KEY_PREFIXES = ("target=", "target.id=", "target.owner_id=")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def __call__(self, value: str) -> str:
+        return "p_" + hmac.new(self.key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+    def group_key(self, key: str) -> str:
+        for prefix in self.KEY_PREFIXES:
+            if key.startswith(prefix):
+                return prefix + self(key[len(prefix) :])
+        return key
+
+    def view(self, view: dict[str, Any] | None) -> dict[str, Any] | None:
+        if view is None:
+            return None
+        out = dict(view)
+        target = view.get("target")
+        if isinstance(target, dict):
+            out["target"] = {
+                **target,
+                **{k: self(str(target[k])) for k in ("id", "owner_id") if target.get(k) is not None},
+            }
+        targets = view.get("targets")
+        if isinstance(targets, list):
+            out["targets"] = [{**t, "id": self(str(t.get("id")))} if isinstance(t, dict) else t for t in targets]
+        return out

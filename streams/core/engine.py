@@ -17,266 +17,27 @@ is late: counted, and only stateless rules still see it.
 
 from __future__ import annotations
 
-import bisect
-import hashlib
-import heapq
-import hmac
 import logging
-import marshal
 from collections import Counter
-from collections.abc import Iterable, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from streams.core.alerts import Alert, Template, alert_id, labels_for
+from streams.core.alerts import Alert, Pseudonymizer, Template, alert_id, labels_for
 from streams.core.decode import Decoded
 from streams.core.regions import region_label
 from streams.core.rules.base import ACTION_TYPES, Hit, Role, Rule
 from streams.core.rules.predicate import Context
 from streams.core.rules.sequence import SequenceGroup, SequenceRule, group_parts, group_sequences, is_group_id
 from streams.core.ruleset import RuleSet
+from streams.core.state import RecentIds, Shard, open_record, stored_record, unpacked
+from streams.core.stats import EngineStats
 
 log = logging.getLogger(__name__)
 
 MAX_ALERT_IDS = 32  # alert ids remembered per rule and key, to drop redelivered duplicates
 
 
-# Request-to-action latency buckets (seconds): dense around the one-minute processing requirement so
-# that "acted within 60 s of the request" is a bucket boundary, then the hours and a day of routine,
-# lawful handling.
-LATENCY_BUCKETS = (5.0, 15.0, 30.0, 45.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86400.0)
 DEFAULT_PERSONAL_FIELDS = frozenset({"name", "email", "ip_address", "phone", "address", "user_id", "account_id"})
-
-
-class Histogram:
-    """Bucket counts (not cumulative), sum and count: cheap to update, exported at scrape time."""
-
-    __slots__ = ("buckets", "count", "counts", "sum")
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-
-@dataclass
-class EngineStats:
-    """Counters the engine keeps; the metrics module and the backtest summary read them.
-    Label values are bounded: event types, rule ids, severities, ISO regions or ``other``."""
-
-    events: Counter[str] = field(default_factory=Counter)  # by event type
-    events_by_region: Counter[tuple[str, str]] = field(default_factory=Counter)  # (event type, region)
-    actions: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)  # (type, region, linked, ticketed)
-    exported: Counter[tuple[str, str]] = field(default_factory=Counter)  # (destination kind, personal) -> records
-    request_latency: dict[tuple[str, str], Histogram] = field(default_factory=dict)  # (jurisdiction, kind)
-    late: int = 0
-    duplicates: int = 0
-    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, severity)
-    suppressed: Counter[str] = field(default_factory=Counter)  # by rule
-    rule_errors: Counter[str] = field(default_factory=Counter)  # by rule
-
-    def observe_latency(self, jurisdiction: str, kind: str, seconds: float) -> None:
-        key = (jurisdiction, kind)
-        hist = self.request_latency.get(key)
-        if hist is None:
-            hist = self.request_latency[key] = Histogram(LATENCY_BUCKETS)
-        hist.observe(seconds)
-
-
-def open_record(stored: Any) -> dict[str, list[Any]]:
-    """A key's stored record as the engine works on it: {rule id: [rule state, suppression]}.
-
-    Stored, a record is one flat list ``[rule id, state, suppression, rule id, ...]``: most keys
-    hold one rule's state, and a dict of one-item lists cost ~180 bytes more per key than a list of
-    three. A record saved before (the dict itself) is read as it is; a packed one (``Shard``) is
-    unpacked."""
-    stored = unpacked(stored)
-    if not stored:
-        return {}
-    if isinstance(stored, dict):
-        return stored
-    if len(stored) == 3:  # the common case, without the general loop
-        return {stored[0]: [stored[1], stored[2]]}
-    items = iter(stored)
-    return {rule_id: [state, sup] for rule_id, state, sup in zip(items, items, items, strict=True)}
-
-
-def packed(flat: list[Any]) -> bytes:
-    """A record's flat list as a packed shard stores it (``Shard``)."""
-    return marshal.dumps(flat)
-
-
-def unpacked(stored: Any) -> Any:
-    """A stored value as JSON can carry it: a packed record (``Shard``) as its flat list."""
-    return marshal.loads(stored) if type(stored) is bytes else stored
-
-
-def stored_record(record: dict[str, list[Any]]) -> list[Any]:
-    """The flat list ``open_record`` reads, allocated at its exact size (a list grown by appends
-    keeps spare slots, and there is one record per key)."""
-    if len(record) == 1:
-        for rule_id, (state, sup) in record.items():
-            return [rule_id, state, sup]
-    flat: list[Any] = [None] * (3 * len(record))
-    for index, (rule_id, (state, sup)) in enumerate(record.items()):
-        flat[3 * index : 3 * index + 3] = rule_id, state, sup
-    return flat
-
-
-class Shard:
-    """The state of one partition: a key -> record store (see ``open_record``), the event time per
-    source, and a timer index. The store may be a dict or a Faust table.
-
-    ``packed`` stores each record as one ``marshal`` string (the live worker's): Python's cyclic
-    garbage collector walks every list of a record, and at 2,000 events/s the state was ~300,000
-    lists; each full collection paused the worker for 150-450 ms, every ~10 s. Bytes are not walked.
-    Packing and unpacking cost ~0.5 us each; ``marshal`` keeps every value exactly (a NaN sum, a
-    big integer), which JSON does not. The changelog gets the record as JSON (``unpacked``), as before.
-    """
-
-    def __init__(self, store: MutableMapping[str, Any] | None = None, packed: bool = False) -> None:
-        self.store: MutableMapping[str, Any] = store if store is not None else {}
-        self.packed = packed
-        self.sources: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
-        self._scheduled: dict[str, float] = {}
-        self._peak = 0  # the most timers held at once since the last ``release``
-
-    def put(self, key: str, flat: list[Any]) -> None:
-        """Store a record (``stored_record``'s flat list); reassigned, as a Faust table only logs
-        assignments."""
-        self.store[key] = packed(flat) if self.packed else flat
-
-    def observe(self, source: str, ts: float) -> None:
-        if ts > self.sources.get(source, float("-inf")):
-            self.sources[source] = ts
-
-    def event_time(self) -> float:
-        return min(self.sources.values()) if self.sources else float("-inf")
-
-    def schedule(self, key: str, when: float | None) -> None:
-        if when is None:
-            return
-        current = self._scheduled.get(key)
-        if current is None or when < current:
-            self._scheduled[key] = when
-            heapq.heappush(self._heap, (when, key))
-
-    def has_due(self, watermark: float) -> bool:
-        return bool(self._heap) and self._heap[0][0] <= watermark
-
-    def is_scheduled(self, key: str) -> bool:
-        return key in self._scheduled
-
-    def rebuild_timers(self, engine: Engine) -> None:
-        """After recovery (a restarted worker): schedule every stored key again."""
-        self._heap, self._scheduled = [], {}
-        for key, record in list(self.store.items()):
-            self.schedule(key, engine.deadline(open_record(record)))
-
-    def due(self, watermark: float) -> list[str]:
-        if len(self._scheduled) > self._peak:
-            self._peak = len(self._scheduled)
-        keys = []
-        while self._heap and self._heap[0][0] <= watermark:
-            when, key = heapq.heappop(self._heap)
-            if self._scheduled.get(key) == when:
-                del self._scheduled[key]
-                keys.append(key)
-        return keys
-
-    def release(self) -> None:
-        """Give back the memory of a burst whose windows have expired. A dict keeps the size of its
-        peak when keys are deleted (CPython shrinks one only once later inserts run out of room), so
-        after a quiet spell the timer index, and the store when it is a plain dict, would hold on to
-        it: both are copied once the timers fall to an eighth of their peak (an O(n) copy, at most
-        once per eightfold shrink). A Faust table's storage is its own and stays as it is."""
-        count = len(self._scheduled)
-        if self._peak < 65536 or count * 8 > self._peak:
-            return
-        self._scheduled = dict(self._scheduled)
-        if type(self.store) is dict:
-            kept = dict(self.store)
-            self.store.clear()  # in place: whoever holds the store keeps the same object
-            self.store.update(kept)
-        self._peak = count
-
-    @property
-    def timers(self) -> int:
-        return len(self._scheduled)
-
-
-class RecentIds:
-    """Event ids seen within ``horizon`` seconds of event time, to skip redelivered duplicates.
-    Bounded: ids older than the horizon behind the newest event are pruned as the log advances."""
-
-    def __init__(self, horizon: float = 86400.0) -> None:
-        self.horizon = horizon
-        self._seen: dict[str, float] = {}
-        self._newest = float("-inf")
-        self._next_prune = 4096
-        self._pruned_at = float("-inf")
-
-    def add(self, event_id: str, ts: float) -> bool:
-        """True if new; False if this id was already seen."""
-        if event_id in self._seen:
-            return False
-        self._seen[event_id] = ts
-        if ts > self._newest:
-            self._newest = ts
-        # Prune when the set has doubled, or (once it is big enough to matter) when event time moved
-        # a horizon on, so a quiet spell after a burst gives the memory back.
-        moved_on = len(self._seen) >= 1024 and self._newest - self._pruned_at > self.horizon
-        if len(self._seen) >= self._next_prune or moved_on:
-            cutoff = self._newest - self.horizon
-            self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
-            self._next_prune = max(4096, 2 * len(self._seen))
-            self._pruned_at = self._newest
-        return True
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-
-class Pseudonymizer:
-    """Replaces target and data-subject ids in alerts with a keyed HMAC, consistently (the same id
-    always gives the same pseudonym, so analysts can still correlate) and irreversibly without the
-    key. Employee ids (actors, grantees) stay: investigating them is the point."""
-
-    KEY_PREFIXES = ("target=", "target.id=", "target.owner_id=")
-
-    def __init__(self, key: bytes) -> None:
-        self.key = key
-
-    def __call__(self, value: str) -> str:
-        return "p_" + hmac.new(self.key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
-
-    def group_key(self, key: str) -> str:
-        for prefix in self.KEY_PREFIXES:
-            if key.startswith(prefix):
-                return prefix + self(key[len(prefix) :])
-        return key
-
-    def view(self, view: dict[str, Any] | None) -> dict[str, Any] | None:
-        if view is None:
-            return None
-        out = dict(view)
-        target = view.get("target")
-        if isinstance(target, dict):
-            out["target"] = {
-                **target,
-                **{k: self(str(target[k])) for k in ("id", "owner_id") if target.get(k) is not None},
-            }
-        targets = view.get("targets")
-        if isinstance(targets, list):
-            out["targets"] = [{**t, "id": self(str(t.get("id")))} if isinstance(t, dict) else t for t in targets]
-        return out
 
 
 class Engine:
@@ -431,22 +192,42 @@ class Engine:
                 times.append(sup[0] + self.suppress[rule_id] + 0.001)
         return min(times) if times else None
 
-    # -- the backtest path --------------------------------------------------------------------
-    def process(self, shard: Shard, decoded: Decoded, source: str = "log") -> list[Alert]:
-        """Route and apply one event on a single shard, then fire due timers (backtest)."""
-        if not self.recent.add(decoded.event.event_id, decoded.ts):
-            self.stats.duplicates += 1
-            return []
-        self.observe_event(decoded)
+    # -- the per-event driver: every caller (backtest, explain, rule fixtures, the live evaluator,
+    # the benchmark) runs these steps, in this order, through ``admit`` and ``step`` ------------------
+    def admit(self, decoded: Decoded) -> bool:
+        """Step 0: is this event new? An id seen within the horizon is a redelivery: counted, skipped.
+        The live worker admits in its router (stage 1), before the event is repartitioned."""
+        if self.recent.add(decoded.event.event_id, decoded.ts):
+            return True
+        self.stats.duplicates += 1
+        return False
+
+    def step(self, shard: Shard, decoded: Decoded, source: str = "log", routes: dict[str, list[Role]] | None = None,
+             keys: Sequence[str] | None = None, primary: bool = True) -> list[Alert]:  # fmt: skip
+        """Steps 1-5 for an admitted event on one shard: count it (its ``primary`` copy only: the live
+        router may send one event to several partitions), decide whether it is late, move the
+        source's event time, apply it to each key it routes to, and fire the timers now due.
+
+        ``routes`` is ``route(decoded)`` when the caller already has it (the live router computed it);
+        ``keys`` limits it to the keys this shard owns."""
         late = decoded.ts < self.watermark(shard)
-        if late:
-            self.stats.late += 1
-        shard.observe(source, decoded.ts)
+        if primary:
+            self.observe_event(decoded)
+            if late:
+                self.stats.late += 1
+        if source:
+            shard.observe(source, decoded.ts)
+        if routes is None:
+            routes = self.route(decoded)
         alerts: list[Alert] = []
-        for key, roles in self.route(decoded).items():
-            alerts.extend(self.apply(shard, decoded, key, roles, late))
+        for key in routes if keys is None else keys:
+            alerts.extend(self.apply(shard, decoded, key, routes[key], late))
         alerts.extend(self.advance(shard))
         return alerts
+
+    def process(self, shard: Shard, decoded: Decoded) -> list[Alert]:
+        """``admit`` then ``step``: one event of a single-source log, on ``shard``."""
+        return self.step(shard, decoded) if self.admit(decoded) else []
 
     def observe_event(self, decoded: Decoded) -> None:
         """Count an event for the metrics (once per event, even when it reaches several keys)."""
@@ -650,3 +431,16 @@ def _suppress_interval(rule: Rule) -> float:
     if rule.config.suppress is not None:
         return rule.config.suppress
     return rule.window if rule.stateful else 3600.0
+
+
+class Replay:
+    """An engine over one shard, fed a log's events in order: what backtest, explain, the rule
+    fixtures and the benchmark run (the live worker has a shard per keyed partition instead)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.shard = Shard()
+
+    def feed(self, decoded: Decoded) -> list[Alert]:
+        """The alerts one event raises (none for a duplicate)."""
+        return self.engine.process(self.shard, decoded)

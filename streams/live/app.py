@@ -28,7 +28,9 @@ from streams.core.ruleset import RuleSet
 from streams.live.faust_ext.faust_patches import CommitHook, state_logged_at_commit
 from streams.live.faust_ext.store import SCHEME as STORE_SCHEME
 from streams.live.faust_ext.store import register as register_store
-from streams.live.pipeline import Change, Evaluator, Outgoing, Router, bundle, changelog_records
+from streams.live.changelog import Change, changelog_records
+from streams.live.pipeline import Evaluator, Router
+from streams.live.wire import Outgoing, bundle
 from streams.outputs.metrics import Health
 from streams.outputs.sinks import SinkSet
 
@@ -40,7 +42,7 @@ BATCH_WITHIN = 0.02  # seconds a batch waits to fill: at a trickle, each agent a
 # and a record that finds its partition's batch full waits for that request's round trip: with
 # Faust's 16 KiB, a batch's state changes (~100 records at 2,000 events/s) waited so, 12-30 ms a batch.
 PRODUCER_BATCH_BYTES = 256 * 1024
-# Most bytes of event records packed into one keyed-topic record (``pipeline.bundle``): ~350 events
+# Most bytes of event records packed into one keyed-topic record (``wire.bundle``): ~350 events
 # of ~700 bytes, well inside a produce request (``producer_max_request_size``, 1 MB).
 BUNDLE_BYTES = 256 * 1024
 RecordHeaders = list[tuple[str, bytes]]

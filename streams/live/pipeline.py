@@ -10,99 +10,27 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 from streams.core.alerts import Alert
 from streams.core.decode import Decoded, Limits, decode
-from streams.core.engine import Engine, RecentIds, Shard, packed, unpacked
+from streams.core.engine import Engine
 from streams.core.rules.base import Role
+from streams.core.state import Shard, packed
 from streams.core.topology import (
-    H_BUNDLE,
-    H_EVENT_ID,
     WATERMARK_KEY,
     Headers,
-    bundle_value,
     event_headers,
     partition_of,
     split_by_partition,
     tick_headers,
     unbundle_value,
 )
+from streams.live.changelog import Change, PartitionStore, key_partition
+from streams.live.wire import LocalEvent, Outgoing, Work
 from streams.outputs.metrics import Health
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A record to send: the app turns it into ``topic.send(...)``."""
-
-    topic: str
-    value: bytes
-    key: bytes | None = None
-    partition: int | None = None
-    timestamp: float | None = None  # seconds
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LocalEvent:
-    """An event for a keyed partition this worker owns: evaluated in place (``Evaluator.on_event``),
-    with the routing the router already did, instead of a trip through the keyed topic."""
-
-    partition: int
-    decoded: Decoded
-    keys: tuple[str, ...]
-    routes: dict[str, list[Role]]
-    primary: bool  # count the event here (exactly one of an event's records or local events)
-    source: str
-    arrival: float
-
-
-Work = Outgoing | LocalEvent
-
-BUNDLE_HEADERS = ((H_BUNDLE, b"1"),)
-
-
-def bundle(records: list[Outgoing], keyed_topic: str, max_bytes: int) -> list[Outgoing]:
-    """A batch's records to send, with its event records for the keyed topic packed several to a
-    record, per partition, in their order (``topology.bundle_value``), up to ``max_bytes`` of
-    values and headers each; a record alone in its partition, or too big to share, goes as it is.
-    Records for other topics go as they are, first.
-
-    The router's records for one keyed partition then cost the evaluating worker one record's trip
-    through Faust and aiokafka instead of one each (bench: two workers on four partitions spent
-    ~360-410 us of CPU an event, one worker ~180 us; sending every event through the keyed topic
-    cost one worker ~200 us an event more than evaluating it in place)."""
-    out: list[Outgoing] = []
-    groups: dict[int, list[Outgoing]] = {}
-    for record in records:
-        if record.topic == keyed_topic and record.partition is not None:
-            groups.setdefault(record.partition, []).append(record)
-        else:
-            out.append(record)
-
-    def flush(partition: int, chunk: list[Outgoing]) -> None:
-        if len(chunk) == 1:
-            out.append(chunk[0])
-        elif chunk:
-            value = bundle_value([(member.value, member.headers) for member in chunk])
-            stamp = max((m.timestamp for m in chunk if m.timestamp is not None), default=None)
-            out.append(Outgoing(keyed_topic, value, None, partition, stamp, BUNDLE_HEADERS))
-
-    for partition, members in groups.items():
-        chunk: list[Outgoing] = []
-        size = 0
-        for record in members:
-            length = len(record.value) + sum(len(name) + len(raw) for name, raw in record.headers)
-            if chunk and size + length > max_bytes:
-                flush(partition, chunk)
-                chunk, size = [], 0
-            chunk.append(record)
-            size += length
-        flush(partition, chunk)
-    return out
 
 
 class Router:
@@ -131,7 +59,6 @@ class Router:
         self.partitions = partitions
         self.limits = limits
         self.idle_seconds = idle_seconds
-        self.recent = RecentIds()
         self.sources: dict[str, float] = {}  # source -> newest event time
         self.activity: dict[str, float] = {}  # source -> wall time of its last record (or assignment)
         self.next_offsets: dict[str, int] = {}  # source -> offset after the last record read
@@ -172,9 +99,8 @@ class Router:
         event = out.event
         if out.ts > self.sources.get(source, float("-inf")):
             self.sources[source] = out.ts
-        if not self.recent.add(event.event_id, out.ts):
+        if not self.engine.admit(out):
             self.duplicates += 1
-            self.engine.stats.duplicates += 1
             return []
         self.routed += 1
         routes = self.engine.route(out)
@@ -254,64 +180,6 @@ class Router:
 CENSUS_STEP = 2048  # keys counted between two yields of ``Evaluator.census`` (~5 ms)
 
 
-class PartitionStore(MutableMapping[str, Any]):
-    """A view of the state store holding only one keyed partition's keys (the store holds all the
-    partitions assigned to this worker).
-
-    Writes and deletes go to the store at once and mark the key dirty; nothing is logged here. The
-    app sends a dirty key's value to the changelog after a batch or at the next offset commit
-    (``Evaluator.flush``), not once per assignment: the engine writes a key several times per event.
-    """
-
-    def __init__(self, store: MutableMapping[str, Any], partition: int, partitions: int, dirty: set[str]) -> None:
-        self.store = store
-        self.partition = partition
-        self.partitions = partitions
-        self.dirty = dirty
-
-    def __getitem__(self, key: str) -> Any:
-        return self.store[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.store.get(key)
-        return default if value is None else value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.store[key] = value
-        self.dirty.add(key)
-
-    def __delitem__(self, key: str) -> None:
-        del self.store[key]
-        self.dirty.add(key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.store
-
-    def __iter__(self) -> Iterator[str]:
-        for key in list(self.store.keys()):
-            if not key.startswith(WATERMARK_KEY) and partition_of(key, self.partitions) == self.partition:
-                yield key
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-def _key_partition(key: str, partitions: int) -> int:
-    """The keyed partition a state key belongs to: a watermark key names it, a rule key hashes to it."""
-    if key.startswith(WATERMARK_KEY):
-        return int(key[len(WATERMARK_KEY) :])
-    return partition_of(key, partitions)
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A key's value to write to the changelog (None: the key was deleted)."""
-
-    partition: int
-    key: str
-    value: Any
-
-
 class Evaluator:
     """Stage 2: run the rules for the keys a record names, on the shard of its partition.
 
@@ -361,7 +229,7 @@ class Evaluator:
                 shard.sources.update({k: float(v) for k, v in saved.items()})
             for source in self.expected - shard.sources.keys():
                 shard.sources[source] = float("-inf")  # not heard from yet: hold the watermark back
-            shard.rebuild_timers(self.engine)
+            shard.rebuild_timers(self.engine.deadline)
             self._pack_recovered(shard)
             self.shards[partition] = shard
         return shard
@@ -426,18 +294,7 @@ class Evaluator:
     def on_event(self, partition: int, out: Decoded, keys: tuple[str, ...], routes: dict[str, list[Role]],
                  primary: bool, source: str, arrival: float | None) -> list[Alert]:  # fmt: skip
         """Apply one event to ``keys`` (routed as ``routes``) on the shard of ``partition``."""
-        shard = self.shard(partition)
-        late = out.ts < self.engine.watermark(shard)
-        if primary:
-            self.engine.observe_event(out)
-            if late:
-                self.engine.stats.late += 1
-        if source:
-            shard.observe(source, out.ts)
-        alerts: list[Alert] = []
-        for key in keys:
-            alerts.extend(self.engine.apply(shard, out, key, routes[key], late))
-        alerts.extend(self.engine.advance(shard))
+        alerts = self.engine.step(self.shard(partition), out, source, routes, keys, primary)
         if alerts and arrival:
             self.health.processing.observe(max(0.0, time.time() - arrival))
         return alerts
@@ -497,7 +354,7 @@ class Evaluator:
         self.held = frozenset(partitions)
         if not lost:
             return 0
-        doomed = [key for key in self.store if _key_partition(key, self.partitions) in lost]
+        doomed = [key for key in self.store if key_partition(key, self.partitions) in lost]
         for key in doomed:
             self.store.pop(key, None)
         return len(doomed)
@@ -526,30 +383,3 @@ class Evaluator:
         self.health.timers = sum(shard.timers for shard in self.shards.values())
 
 
-def changelog_records(changes: list[Change], dumps: Callable[[Any], bytes], limit: int,
-                      health: Health) -> Iterator[tuple[bytes, bytes | None, int]]:  # fmt: skip
-    """(key, value, partition) of each change serialised with ``dumps``; None is a tombstone.
-
-    A change whose key and value pass ``limit`` bytes is left out, logged and counted
-    (``health.unlogged_states``): the producer would refuse it, and the failed send would stop the
-    agent, so that the worker evaluated nothing more. The rules bound their state per key; this is
-    for a state no bound caught. A restart recovers that key's previous value."""
-    for change in changes:
-        key = dumps(change.key)
-        value = None if change.value is None else dumps(unpacked(change.value))
-        size = len(key) + len(value or b"")
-        if value is not None and size > limit:  # a tombstone always goes
-            health.unlogged_states += 1
-            log.error("state of key %r is %d bytes, over the %d a changelog record may hold: not logged "
-                      "(a restart recovers its previous value)", change.key[:200], len(value), limit)  # fmt: skip
-            continue
-        health.changelog_records += 1
-        health.changelog_bytes += size
-        yield key, value, change.partition
-
-
-def header_event_id(headers: Any) -> str | None:
-    for key, value in headers or []:
-        if key == H_EVENT_ID:
-            return bytes(value).decode("utf-8", "replace")
-    return None

@@ -12,7 +12,7 @@ from typing import IO, TextIO
 
 from streams.core.alerts import Alert
 from streams.core.decode import DEFAULT_LIMITS, Decoded, Limits, decode
-from streams.core.engine import Engine, Shard
+from streams.core.engine import Engine, Replay
 from streams.core.ruleset import RuleSet
 from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines, total_size
 from streams.offline.progress import Progress
@@ -78,16 +78,15 @@ def run_backtest(
     """Run every event of ``paths`` through a fresh engine. Alerts are written to ``output`` as
     they fire, one JSON object per line, in a deterministic order."""
     check_readable(paths)
-    engine = Engine(ruleset, lateness=lateness, pseudonymize=pseudonymize)
-    shard = Shard()
-    result = BacktestResult(engine=engine)
+    replay = Replay(Engine(ruleset, lateness=lateness, pseudonymize=pseudonymize))
+    result = BacktestResult(engine=replay.engine)
     started = time.monotonic()
     lines = iter_lines(paths)
     if progress is not None:
         lines = progress.wrap_lines(lines, total_size(paths))
     with DeadLetterFile(deadletter) as deadletters:
         for decoded in decoded_events(lines, result, deadletters, limits, since, until):
-            for alert in engine.process(shard, decoded):
+            for alert in replay.feed(decoded):
                 result.alerts.append(alert)
                 if output is not None:
                     output.write(alert.to_json() + "\n")

@@ -17,7 +17,7 @@ from streams.core.alerts import Alert, iso
 from streams.core.decode import DEFAULT_LIMITS, Limits
 from streams.core.ruleset import RuleSet
 from streams.offline.backtest import run_backtest
-from streams.offline.explain import safe_text
+from streams.offline.explain_text import safe_text
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streams.core.alerts import Alert
 from streams.core.decode import Decoded, decode
-from streams.core.engine import Engine, Shard
+from streams.core.engine import Engine, Replay
 from streams.core.ruleset import ConfigError, RuleSet
 from streams.core.scoring import Severity
 
@@ -123,14 +123,13 @@ def load_fixture(path: Path) -> FixtureFile:
 
 def run_case(ruleset: RuleSet, case: Case, file: str = "") -> CaseResult:
     result = CaseResult(file, case.name)
-    engine = Engine(ruleset)
-    shard = Shard()
+    replay = Replay(Engine(ruleset))
     for index, event in enumerate(case.events):
         out = decode(json.dumps(event, default=str).encode(), now=float("inf"))
         if not isinstance(out, Decoded):
             result.failures.append(f"event #{index + 1} is invalid: {out.reason}: {out.detail}")
             continue
-        result.alerts.extend(engine.process(shard, out))
+        result.alerts.extend(replay.feed(out))
     known = {rule.id for rule in ruleset.rules}
     for rule_id in [e.rule for e in case.expect] + case.expect_none:
         if rule_id not in known:

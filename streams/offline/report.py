@@ -22,10 +22,11 @@ from html import escape
 from pathlib import Path
 
 from streams.core.alerts import Alert, iso
-from streams.core.engine import LATENCY_BUCKETS, Histogram
 from streams.core.scoring import Severity
+from streams.core.stats import LATENCY_BUCKETS, Histogram
 from streams.offline.backtest import BacktestResult
-from streams.offline.explain import Explanation, event_fields, fact_text, offset_text
+from streams.offline.explain import Explanation
+from streams.offline.explain_text import event_fields, fact_text, offset_text
 
 SEVERITY_COLORS = {
     Severity.CRITICAL: "#b91c1c",

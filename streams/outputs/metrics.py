@@ -24,8 +24,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from streams.core.decode import REASONS
-from streams.core.engine import Engine, Histogram
+from streams.core.engine import Engine
 from streams.core.scoring import Severity
+from streams.core.stats import Histogram
 
 log = logging.getLogger(__name__)
 

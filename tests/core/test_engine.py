@@ -19,9 +19,10 @@ import pytest
 from streams.config.loader import RuleSet, load_rules
 from streams.core.alerts import Alert
 from streams.core.decode import Decoded, decode
-from streams.core.engine import Engine, Shard, open_record, unpacked
+from streams.core.engine import Engine
 from streams.core.rules import absence
 from streams.core.rules.sequence import MAX_HELD, SequenceGroup, SequenceRule, group_parts
+from streams.core.state import Shard, open_record, unpacked
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 T0 = 1_590_969_600.0  # 2020-06-01T00:00:00Z
@@ -613,7 +614,7 @@ def test_state_saved_by_the_previous_version_is_read(cut_after: str, written_gro
     shard.store.update(old)
     after = Engine(default_rules(), group_pairs=read_grouped)
     after.recent = before.recent
-    shard.rebuild_timers(after)
+    shard.rebuild_timers(after.deadline)
     for raw in log[cut + 1 :]:
         got.extend(after.process(shard, decoded(raw)))
     assert [a.to_json() for a in got] == [a.to_json() for a in want]

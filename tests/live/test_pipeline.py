@@ -13,9 +13,12 @@ import pytest
 
 from streams.config.loader import load_rules
 from streams.core.decode import Limits
-from streams.core.engine import Engine, open_record, unpacked
+from streams.core.engine import Engine
+from streams.core.state import open_record, unpacked
 from streams.core.topology import H_BUNDLE, H_TICK, WATERMARK_KEY, bundle_value, partition_of, unbundle_value
-from streams.live.pipeline import Change, Evaluator, Outgoing, Router, bundle, changelog_records
+from streams.live.changelog import Change, changelog_records
+from streams.live.pipeline import Evaluator, Router
+from streams.live.wire import Outgoing, bundle
 from streams.offline.backtest import run_backtest
 from streams.outputs.metrics import Health
 from tests.worker_harness import REPO

@@ -12,7 +12,8 @@ from streams.config.loader import RuleSet, load_rules
 from streams.core.alerts import Alert
 from streams.core.scoring import Severity
 from streams.offline.backtest import run_backtest
-from streams.offline.explain import AlertNotFound, explain, explain_alerts, explain_ids, render_text, safe_text
+from streams.offline.explain import AlertNotFound, explain, explain_alerts, explain_ids
+from streams.offline.explain_text import render_text, safe_text
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"

@@ -17,7 +17,8 @@ import yaml
 from streams.config.loader import RuleSet, load_rules
 from streams.core.alerts import Alert
 from streams.core.decode import Decoded, decode
-from streams.core.engine import Engine, Shard
+from streams.core.engine import Engine
+from streams.core.state import Shard
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 ACTOR = {"id": "emp-1", "kind": "employee", "region": "US"}
