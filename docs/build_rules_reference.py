@@ -27,13 +27,13 @@ from pydantic import BeforeValidator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from streams.config.loader import _rule_adapter
 from streams.core.rules import RULE_KINDS, RuleConfig
 from streams.core.rules.base import ACTION_TYPES, ALL_TYPES, EVENT_GROUPS, ScoreSpec, Selector
 from streams.core.rules.duration import format_duration, parse_duration
 from streams.core.rules.predicate import _OPS, Predicate
 from streams.core.rules.sequence import JoinKey
 from streams.core.rules.threshold import RESOLUTION, GroupKey
+from streams.core.ruleset import _rule_adapter
 from streams.core.scoring import Bands, BoosterConfig, ScoringConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -606,7 +606,7 @@ def build() -> str:
         "",
         "## The default rules",
         "",
-        "Tied to the facts in [the case](../../shared/CASE.md) and to the example log "
+        "Tied to the patterns in [the threat model](threat-model.md) and to the example log "
         "([examples/README.md](../examples/README.md)). Each has firing and quiet fixtures in "
         "`config/fixtures/<rule>.yaml`.",
         "",
