@@ -59,3 +59,29 @@ def unique_prefix(request: pytest.FixtureRequest) -> str:
     """
     name = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name).strip("-")[:40]
     return f"t-{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Generator[None, None, None]:
+    """At the very end, after pytest's own short summary: the tests skipped for a missing program, by
+    program, and the one command that installs them all (``tests/services.py``)."""
+    from tests.services import INSTALL_ALL, MISSING
+
+    yield
+
+    by_program: dict[str, list[str]] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+        if MISSING in reason:
+            program = reason.split(MISSING, 1)[1].split(" (", 1)[0]
+            by_program.setdefault(program, []).append(report.nodeid.split("::", 1)[0])
+    if not by_program:
+        return
+    total = sum(len(nodes) for nodes in by_program.values())
+    terminalreporter.section("skipped: missing programs", sep="=", bold=True, yellow=True)
+    for program, nodes in sorted(by_program.items()):
+        files = ", ".join(sorted(set(nodes)))
+        terminalreporter.write_line(f"  {program:<24} {len(nodes):>3} test(s) in {files}")
+    terminalreporter.write_line(f"{total} test(s) did not run. Install what they need with:")
+    terminalreporter.write_line(f"  {INSTALL_ALL}")

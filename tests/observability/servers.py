@@ -1,16 +1,16 @@
 """Real Prometheus and Alertmanager servers for the observability tests, and what they query.
 
 The binaries come from Debian's ``prometheus`` and ``prometheus-alertmanager`` packages, installed by
-``scripts/setup-services.sh`` (run by ``scripts/test.sh``). A missing binary fails the test with that
-hint: a skipped test proves nothing. Each server runs on a free loopback port with its data in a
-temporary directory, and is killed at teardown (and, on Linux, when the test process dies).
+``sudo scripts/setup-services.sh``. A missing binary skips the test with that command in the reason, or
+fails it under ``MODWATCH_REQUIRE_SERVICES=1`` (``binary``, through ``tests.services``). Each server
+runs on a free loopback port with its data in a temporary directory, and is killed at teardown (and,
+on Linux, when the test process dies).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -26,13 +26,13 @@ from typing import Any
 import yaml
 
 from streams.tools.broker import LOOPBACK, _die_with_parent_hook, free_port
+from tests.services import SERVICES, require_program
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
 PROMETHEUS_DIR = REPO / "config" / "prometheus"
 ALERT_RULES = PROMETHEUS_DIR / "alerts.yml"
 ALERTMANAGER_CONFIG = REPO / "config" / "alertmanager" / "alertmanager.yml"
-SETUP_HINT = "run ./scripts/setup-services.sh (scripts/test.sh does) to install Debian's prometheus packages"
 
 # What a Grafana variable stands for when a query is sent to Prometheus directly: "All" for the
 # multi-value variables, and intervals that suit a 1 s scrape over a short test.
@@ -46,10 +46,8 @@ GRAFANA_VARIABLES = {
 
 
 def binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise AssertionError(f"{name} is not installed: {SETUP_HINT}")
-    return path
+    """A program from Debian's prometheus packages or docker-compose: skips (or fails) when missing."""
+    return require_program(name, SERVICES)
 
 
 def substitute(expr: str) -> str:

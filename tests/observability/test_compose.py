@@ -18,7 +18,7 @@ import yaml
 
 from streams.config.settings import Settings
 
-from .servers import REPO, SETUP_HINT
+from .servers import REPO, binary
 
 COMPOSE = REPO / "docker-compose.yml"
 SERVICES = {"kafka", "kafka-init", "worker", "replay", "prometheus", "alertmanager", "grafana"}
@@ -31,10 +31,7 @@ def compose_command() -> list[str]:
         probe = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30)
         if probe.returncode == 0:
             return [docker, "compose"]
-    legacy = shutil.which("docker-compose")
-    if legacy is None:
-        raise AssertionError(f"neither `docker compose` nor docker-compose is available: {SETUP_HINT}")
-    return [legacy]
+    return [binary("docker-compose")]
 
 
 @pytest.fixture(scope="module")

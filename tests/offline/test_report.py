@@ -1,7 +1,7 @@
 """``backtest --report``: one self-contained HTML file, rendered by headless Chromium.
 
-Chromium is Debian's ``chromium`` (``scripts/setup-browser.sh``, run by ``scripts/test.sh``). The
-test fails, never skips, when it is missing: a skipped rendering test proves nothing.
+Chromium is Debian's ``chromium`` (``sudo scripts/setup-browser.sh``). Without it the rendering tests
+skip, saying so, or fail under ``MODWATCH_REQUIRE_SERVICES=1`` (``tests/services.py``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from streams.core.scoring import Severity
 from streams.offline.backtest import run_backtest
 from streams.offline.explain import explain_alerts
 from streams.offline.report import SEVERITY_COLORS, ReportData, render_report
+from tests.services import BROWSER, require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
@@ -37,9 +37,7 @@ CHROMIUM_FLAGS = [
 
 
 def chromium() -> str:
-    path = shutil.which("chromium")
-    assert path, "chromium is not installed: run scripts/setup-browser.sh (scripts/test.sh does)"
-    return path
+    return require_program("chromium", BROWSER)
 
 
 def run_chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
