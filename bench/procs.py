@@ -30,11 +30,10 @@ WORKER = "bench.worker_variant"
 TRIVIAL = "bench.trivial_app"
 
 # Faust's own defaults for every setting the shipped worker tunes: laid over the shipped settings,
-# they give the untuned baseline. ``fetch_max_wait_ms`` is not a Faust setting (Faust hard-codes
-# 1,500 ms): bench.worker_variant hands it to
-# streams.live.faust_ext.faust_patches.set_fetch_max_wait. Nor is ``fast_delivery``:
-# False leaves Faust's delivery of records as it is (streams.live.faust_ext.faust_patches.deliver_without_tasks), nor
-# ``wake_on_buffer_drop``: False leaves Faust's fetch loop as it is (wake_fetch_on_buffer_drop).
+# they give the untuned baseline. ``fetch_max_wait_ms`` (null: Faust's hard-coded 1,500 ms),
+# ``fast_delivery`` (False: Faust's delivery of records, ``Consumer.wait_first``) and
+# ``wake_on_buffer_drop`` (False: Faust's fetch loop, ``Consumer.on_buffer_drop``) are not Faust's
+# settings but the worker's consumer's, per app (streams.live.faust_ext.settings).
 FAUST_DEFAULTS: dict[str, Any] = {
     "fetch_max_wait_ms": None,
     "stream_buffer_maxsize": 4096,

@@ -1,10 +1,9 @@
 """``modwatch worker`` with benchmark overrides: ``python -m bench.worker_variant``.
 
 ``$BENCH_FAUST`` is a JSON object of Faust settings laid over ``streams.live.app._faust_settings`` (to
-measure one tuning at a time, or to put Faust's defaults back), plus ``fetch_max_wait_ms`` for
-``streams.live.faust_ext.faust_patches.set_fetch_max_wait``, ``fast_delivery`` for
-``streams.live.faust_ext.faust_patches.deliver_without_tasks``, ``wake_on_buffer_drop`` for
-``streams.live.faust_ext.faust_patches.wake_fetch_on_buffer_drop`` and ``local_evaluation``, ``bundle_keyed_records``
+measure one tuning at a time, or to put Faust's defaults back), plus the worker's consumer settings
+``fetch_max_wait_ms`` (null: Faust's 1,500 ms), ``fast_delivery`` and ``wake_on_buffer_drop``
+(``streams.live.faust_ext.settings``, handed to ``run_worker``) and ``local_evaluation``, ``bundle_keyed_records``
 and ``standby_replicas`` for the settings of those names; ``$BENCH_LOOP`` is ``uvloop`` or
 ``asyncio``; ``$BENCH_LOGLEVEL`` is the worker's log level (``warning`` unless set; ``info`` logs
 Faust's recovery, which the ``failover`` section reads); ``$BENCH_GC_LOG=1`` logs each garbage
@@ -29,7 +28,7 @@ from typing import Any
 
 from streams.config.settings import Settings
 from streams.live import app as app_module
-from streams.live.faust_ext.faust_patches import FETCH_MAX_WAIT_MS
+from streams.live.faust_ext.settings import FETCH_MAX_WAIT_MS
 from streams.live.worker import run_worker
 
 

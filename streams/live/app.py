@@ -11,7 +11,7 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,12 @@ from streams.core.alerts import Alert
 from streams.core.decode import Limits
 from streams.core.engine import Engine
 from streams.core.ruleset import RuleSet
-from streams.live.faust_ext.faust_patches import CommitHook, state_logged_at_commit
+from streams.live.faust_ext.consumer import Consumer as ModwatchConsumer
+from streams.live.faust_ext.settings import App, CommitHook
 from streams.live.faust_ext.store import SCHEME as STORE_SCHEME
 from streams.live.faust_ext.store import register as register_store
+from streams.live.faust_ext.transport import broker_urls
+from streams.live.faust_ext.transport import register as register_transport
 from streams.live.changelog import Change, changelog_records
 from streams.live.pipeline import Evaluator, Router
 from streams.live.wire import Outgoing, bundle
@@ -82,13 +85,13 @@ def _faust_settings(settings: Settings) -> dict[str, Any]:
 
         extra["broker_credentials"] = faust_credentials(sec)
     return {
-        "broker": [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        # Faust's aiokafka transport with modwatch's consumer (``streams.live.faust_ext.transport``)
+        "broker": broker_urls(settings.bootstrap_servers),
         "store": f"{STORE_SCHEME}://",  # Faust's in-memory store that reports its changelog offsets
         # Faust's check that a store's offset is not past the changelog's end. Here it could only fail
         # when the end is under-reported (Tansu's ListOffsets, when the Fetch that corrects it fails:
-        # ``streams.live.faust_ext.rebalance_patches.use_fetched_highwaters``), and failing stops the worker;
-        # unchecked, that
-        # partition just has nothing left to read.
+        # ``streams.live.faust_ext.consumer.ConsumerThread._highwaters``), and failing stops the worker;
+        # unchecked, that partition just has nothing left to read.
         "recovery_consistency_check": False,
         "topic_partitions": settings.topics.partitions,
         "topic_replication_factor": 1,
@@ -137,15 +140,19 @@ def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[EventT]]:
     events are acked when the next list is asked for: after the caller handed its records to the
     producer, which Faust flushes before it commits offsets (at least once). Its state changes are
     handed over then too, or at the latest when the offsets are chosen for a commit
-    (``streams.live.faust_ext.faust_patches.log_state_before_commit``)."""
+    (``streams.live.faust_ext.consumer.Consumer._commit_tps``)."""
     return stream.take_events(BATCH, within=BATCH_WITHIN)  # type: ignore[attr-defined]  # not on StreamT
 
 
-def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
+def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str, Any] | None = None) -> Runtime:
+    """``faust_options``: Faust settings laid over ``_faust_settings``, such as the consumer's own
+    (``streams.live.faust_ext.settings.Settings``: ``fetch_max_wait_ms``, ``fast_delivery``,
+    ``wake_on_buffer_drop``)."""
     if settings.standby_replicas:
         log.info(STANDBY_NOTE, settings.standby_replicas)
     register_store()
-    app = faust.App(settings.app_id, **_faust_settings(settings))
+    register_transport()
+    app = App(settings.app_id, **{**_faust_settings(settings), **(faust_options or {})})
     partitions = settings.topics.partitions
     key = settings.pseudonymize_key.get_secret_value().encode() if settings.pseudonymize_key else None
     engine = Engine(ruleset, lateness=settings.lateness_seconds, pseudonymize=key)
@@ -220,8 +227,8 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
         await publish(alerts)  # before the state that remembers them: a crash repeats, never loses
         await log_changes(evaluator.flush())
 
-    # The state is logged at each offset commit, not at every batch (``log_state_before_commit``),
-    # when the worker installed that patch; otherwise every change at every batch, as before.
+    # The state is logged at each offset commit, not at every batch (``Consumer._commit_tps``), when
+    # the app's consumer is modwatch's; on another transport, every change at every batch.
     async def before_commit() -> None:
         router.logging_state()
         await log_changes(evaluator.flush(commit=True))
@@ -229,8 +236,8 @@ def create_app(settings: Settings, ruleset: RuleSet) -> Runtime:
     def after_commit(offsets: dict[TP, int]) -> None:
         router.state_logged()
 
-    app.modwatch_commit = CommitHook(batch_lock, before_commit, after_commit)  # type: ignore[attr-defined]
-    evaluator.defer = router.report_committed = state_logged_at_commit()
+    app.modwatch_commit = CommitHook(batch_lock, before_commit, after_commit)
+    evaluator.defer = router.report_committed = issubclass(app.transport.Consumer, ModwatchConsumer)
 
     @app.agent(topics["input"], name="route")
     async def route(stream: faust.StreamT) -> None:

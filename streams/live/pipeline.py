@@ -197,7 +197,7 @@ class Evaluator:
         self.shards: dict[int, Shard] = {}
         self.dirty: dict[int, set[str]] = {}  # keyed partition -> keys written since the last flush
         # Set by the app when offsets are committed through
-        # ``streams.live.faust_ext.faust_patches.log_state_before_commit``:
+        # ``streams.live.faust_ext.consumer.Consumer._commit_tps``:
         # a key already logged since the last commit, and the watermarks, wait for the commit.
         self.defer = False
         self.logged: set[str] = set()  # keys logged since the last commit (with ``defer``)

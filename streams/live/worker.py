@@ -13,8 +13,8 @@ import sys
 
 from streams.config.loader import load_rules
 from streams.config.settings import Settings
-from streams.live.faust_ext import faust_patches as patches
-from streams.live.faust_ext import rebalance_patches as rebalance
+from streams.live.faust_ext.patches import check_versions
+from streams.live.faust_ext.settings import FAUST_FETCH_MAX_WAIT_MS, FETCH_MAX_WAIT_MS
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,22 @@ def run_worker(
     settings: Settings,
     loglevel: str = "info",
     loop: str = "uvloop",
-    fetch_max_wait_ms: int | None = patches.FETCH_MAX_WAIT_MS,
+    fetch_max_wait_ms: int | None = FETCH_MAX_WAIT_MS,
     fast_delivery: bool = True,
     wake_on_buffer_drop: bool = True,
 ) -> int:
-    """Run until SIGINT/SIGTERM. Returns the process exit code. For the benchmark,
-    ``fast_delivery=False`` leaves Faust's delivery of records as it is
-    (``faust_patches.deliver_without_tasks``), and ``wake_on_buffer_drop=False`` leaves its fetch
-    loop's waits for a paused stream partition as they are (``faust_patches.wake_fetch_on_buffer_drop``;
-    the wake-up after a rebalance's seek, part of ``rebalance_patches.seek_before_resuming``, stays)."""
+    """Run until SIGINT/SIGTERM. Returns the process exit code. The last three are the app's consumer
+    settings (``streams.live.faust_ext.settings``), for the benchmark: ``fetch_max_wait_ms=None`` is
+    Faust's 1,500 ms, ``fast_delivery=False`` leaves Faust's delivery of records as it is
+    (``Consumer.wait_first``), and ``wake_on_buffer_drop=False`` leaves its fetch loop's waits for a
+    paused stream partition as they are (``Consumer.on_buffer_drop``; the wake-up after a
+    rebalance's seek, part of ``Consumer.perform_seek``, stays).
+
+    Refuses to start (``UnsupportedVersion``, a ``ConfigError``) before anything connects when
+    faust-streaming or aiokafka is installed outside the tested ranges (``patches.check_versions``)."""
     import faust
 
+    check_versions()
     ruleset = load_rules(settings.rules_dir)
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info(
@@ -73,20 +78,14 @@ def run_worker(
     )  # fmt: skip
     ensure_topics(settings)
     log.info("event loop: %s", use_event_loop(loop))
-    patches.set_fetch_max_wait(fetch_max_wait_ms)
-    rebalance.use_fetched_highwaters()
-    rebalance.seek_before_resuming()
-    patches.fetch_only_active_partitions()
-    rebalance.commit_before_revoking()
-    patches.log_state_before_commit()
-    rebalance.leave_group_from_generation_zero()
-    if fast_delivery:
-        patches.deliver_without_tasks()
-    if wake_on_buffer_drop:
-        patches.wake_fetch_on_buffer_drop()
     from streams.live.app import create_app
 
-    runtime = create_app(settings, ruleset)
+    consumer = {
+        "fetch_max_wait_ms": FAUST_FETCH_MAX_WAIT_MS if fetch_max_wait_ms is None else fetch_max_wait_ms,
+        "fast_delivery": fast_delivery,
+        "wake_on_buffer_drop": wake_on_buffer_drop,
+    }
+    runtime = create_app(settings, ruleset, consumer)
     from streams.outputs.metrics import registry_for, serve
 
     serve(registry_for(runtime.engine, runtime.health, live=True), settings.metrics_host, settings.metrics_port)

@@ -152,7 +152,7 @@ def test_a_worker_joining_mid_replay_loses_nothing_and_adds_nothing(broker, uniq
     alerted under the id of another window of the same incident). Both paths: events evaluated in
     place (the default) and all through the keyed topic. With evaluation in place this failed 4
     times in 5 until the worker held partitions back until Faust's seek to their committed offsets
-    (``streams.live.faust_ext.rebalance_patches.seek_before_resuming``): pairs went missing."""
+    (``streams.live.faust_ext.consumer.Consumer.resume_partitions``): pairs went missing."""
     log = generated_log(tmp_path / "events.jsonl", 2000, seed=3)
     expected = backtest_alerts(log)
     env = worker_env(broker.bootstrap, unique_prefix, tmp_path, partitions=PARTITIONS, MODWATCH_LOCAL_EVALUATION=local)

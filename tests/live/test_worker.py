@@ -88,7 +88,7 @@ def test_state_survives_a_graceful_restart(broker, unique_prefix, tmp_path):
     finally:
         # A graceful stop commits and flushes; a loaded machine can make it slow, so allow a minute.
         assert worker.stop(timeout=60) == 0, worker.log_tail()
-    # It left the group (Tansu: in generation 0, ``leave_group_from_generation_zero``), so the next
+    # It left the group (Tansu: in generation 0, ``patches.leave_group_from_generation_zero``), so the next
     # worker is assigned the partitions at once, not after the session timeout.
     stopped = (tmp_path / "worker1.log").read_text(errors="replace")
     assert "left the consumer group" in stopped or "LeaveGroup request succeeded" in stopped, worker.log_tail()
@@ -174,7 +174,7 @@ def test_changelog_end_offsets_come_from_a_fetch(session_broker, unique_prefix):
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.live.faust_ext.rebalance_patches import fetched_highwaters
+    from streams.live.faust_ext.fetching import fetched_highwaters
 
     topic, empty = f"{unique_prefix}.changelog", f"{unique_prefix}.empty"
     create_topics(session_broker.bootstrap, {topic: 1, empty: 1})
@@ -211,7 +211,7 @@ def test_a_fetch_returns_only_the_active_partitions(session_broker, unique_prefi
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    from streams.live.faust_ext.faust_patches import fetch_only_active_partitions
+    from streams.live.faust_ext.consumer import ConsumerThread
 
     topic = f"{unique_prefix}.events"
     create_topics(session_broker.bootstrap, {topic: 2})
@@ -221,7 +221,8 @@ def test_a_fetch_returns_only_the_active_partitions(session_broker, unique_prefi
     producer.flush()
     producer.close()
     first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
-    thread = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))  # what _fetch_records reads of it
+    thread = ConsumerThread.__new__(ConsumerThread)  # not started: what _fetch_records reads of it
+    thread.consumer = SimpleNamespace(flow_active=True)  # type: ignore[assignment]
 
     async def fetches(fetch_records: object) -> list[dict[TopicPartition, list[int]]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=session_broker.bootstrap, enable_auto_commit=False)
@@ -247,11 +248,10 @@ def test_a_fetch_returns_only_the_active_partitions(session_broker, unique_prefi
         finally:
             await consumer.stop()
 
-    unpatched = AIOKafkaConsumerThread.__dict__.get("_modwatch_fetch_records", AIOKafkaConsumerThread._fetch_records)
-    assert asyncio.run(fetches(unpatched))[0] == {first: [0, 1, 2, 3, 4], second: [0, 1, 2, 3, 4]}  # the bug
+    faust = AIOKafkaConsumerThread._fetch_records
+    assert asyncio.run(fetches(faust))[0] == {first: [0, 1, 2, 3, 4], second: [0, 1, 2, 3, 4]}  # the bug
 
-    fetch_only_active_partitions()
-    nothing, positions, only_first, then_second = asyncio.run(fetches(AIOKafkaConsumerThread._fetch_records))
+    nothing, positions, only_first, then_second = asyncio.run(fetches(ConsumerThread._fetch_records))
     assert nothing == {}
     assert positions == {first: [0], second: [0]}  # nothing was consumed past
     assert only_first == {first: [0, 1, 2, 3, 4]}

@@ -18,11 +18,10 @@ since the last rebalance, the last offset its data reflects:
 
 A partition that stays with the worker through a rebalance is then read from after that offset:
 nothing, after a clean revoke (the worker commits and logs its state before giving partitions up,
-``streams.live.faust_ext.rebalance_patches.commit_before_revoking``). The data may be ahead of the
-changelog (changes not yet
-logged): the records after the committed input offsets are evaluated again, and a repeated event
-neither counts twice nor makes a new alert (rule state and alert ids are by event id). A standby
-copy that becomes active is read from where the copy had got to.
+``streams.live.faust_ext.consumer.Consumer.on_partitions_revoked``). The data may be ahead of the
+changelog (changes not yet logged): the records after the committed input offsets are evaluated
+again, and a repeated event neither counts twice nor makes a new alert (rule state and alert ids are
+by event id). A standby copy that becomes active is read from where the copy had got to.
 
 A partition the worker no longer holds loses its offset here at once, so if it comes back it is read
 from the start; the app drops its keys (``Evaluator.forget_partitions``). Faust's in-memory store
