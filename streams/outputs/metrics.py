@@ -193,7 +193,14 @@ def write_textfile(path: str, engine: Engine, health: Health | None = None) -> N
 
 
 def serve(registry: CollectorRegistry, host: str, port: int) -> None:
-    """Start the metrics endpoint; port 0 disables it."""
+    """Start the metrics endpoint; port 0 disables it. Raises ConfigError naming ``host:port`` when it
+    cannot be bound (the command line prints it in one line)."""
     if port:
-        start_http_server(port, addr=host, registry=registry)
+        try:
+            start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            from streams.core.ruleset import ConfigError
+
+            raise ConfigError(f"metrics: cannot bind {host}:{port} ({exc.strerror or exc}); set metrics_port "
+                              "(MODWATCH_METRICS_PORT) to a free port, or 0 for no metrics endpoint") from None
         log.info("metrics on http://%s:%d/metrics", host, port)
