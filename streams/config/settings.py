@@ -3,12 +3,15 @@
 Precedence, highest first: command-line flags, environment variables ``MODWATCH_<NAME>`` (nested
 with ``__``, e.g. ``MODWATCH_KAFKA__SASL_PASSWORD``), the YAML file named by ``--settings`` or
 ``MODWATCH_SETTINGS`` (default ``config/modwatch.yaml`` when it exists), then the defaults below.
-Secrets are ``SecretStr``: never printed, logged or shown by ``modwatch settings``.
+Secrets are ``SecretStr``: never printed, logged or shown by ``modwatch settings``, which also masks
+what a URL setting may carry (``redact_url``).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,8 +123,44 @@ class Settings(BaseSettings):
         return self.rules_dir if "rules_dir" in self.model_fields_set else None
 
     def redacted(self) -> dict[str, Any]:
-        """The effective settings for display: secrets appear as ``**********``."""
-        return self.model_dump(mode="json")
+        """The effective settings for display: secrets appear as ``**********``, and the URL settings
+        without their credentials, query values and token-like path segments (``redact_url``)."""
+        shown = self.model_dump(mode="json")
+        for name, value in shown.items():
+            if name.endswith("_url") and isinstance(value, str):
+                shown[name] = redact_url(value)
+        return shown
+
+
+MASK = "***"
+# A path segment that looks like a secret: a webhook token (Slack's 24 characters, Discord's 68), a
+# key. Runs of 16 letters and digits with at least one digit, or of 20 without (no path word is that long).
+_TOKEN = re.compile(r"(?=[^/]*\d)[A-Za-z0-9_\-=.~+%]{16,}|[A-Za-z0-9_\-=.~+%]{20,}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` for display: ``https://user:***@host/hooks/***?key=***``. The password, every query value,
+    the fragment and token-like path segments are masked; the scheme, host, port, user name and the
+    rest of the path stay, so the reader can still tell which endpoint it is."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return MASK  # not a URL we can take apart: show nothing of it
+    if not parts.scheme or not parts.netloc:
+        return MASK
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"  # IPv6
+    if port is not None:
+        netloc += f":{port}"
+    if parts.username is not None or parts.password is not None:
+        user = urllib.parse.quote(urllib.parse.unquote(parts.username or ""), safe="")
+        netloc = f"{user}:{MASK}@{netloc}" if parts.password is not None else f"{user}@{netloc}"
+    path = "/".join(MASK if _TOKEN.fullmatch(seg) else seg for seg in parts.path.split("/"))
+
+    query = "&".join(f"{p.split('=', 1)[0]}={MASK}" if "=" in p else MASK for p in parts.query.split("&") if p)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, MASK if parts.fragment else ""))
 
 
 class _YamlSource(PydanticBaseSettingsSource):

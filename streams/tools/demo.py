@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,24 +21,45 @@ from typing import TextIO
 from streams.config.kafka import create_topics
 from streams.config.loader import load_rules, resolve_rules_dir
 from streams.config.settings import Settings
+from streams.offline.explain_text import safe_text
 from streams.tools.broker import EmbeddedBroker, free_port
 
 SEVERITY_COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "medium": "\033[33m", "low": "\033[36m", "info": ""}
 
 
+HEADER = f"{'event time':<19}  {'severity':<8}  {'rule':<24}  {'alert id':<24}  summary"
+
+
 def format_row(alert: dict[str, object], colour: bool = False) -> str:
-    severity = str(alert["severity"])
+    """One alert as a line under ``HEADER``. Every field is cleaned of control characters (``safe_text``):
+    the summary quotes events, which the people being watched write, and a terminal obeys escapes."""
+    severity = safe_text(alert["severity"], 20)
     start, end = (SEVERITY_COLOURS.get(severity, ""), "\033[0m") if colour else ("", "")
-    when = str(alert["last_seen"])[:19].replace("T", " ")
-    summary = " ".join(str(alert["summary"]).split())
-    return f"{when}  {start}{severity:<8}{end}  {alert['rule_id']:<24}  {summary}"
+    when = safe_text(alert["last_seen"])[:19].replace("T", " ")
+    summary = " ".join(safe_text(alert["summary"]).split())
+    rule, alert_id = safe_text(alert["rule_id"], 60), safe_text(alert["alert_id"], 60)
+    return f"{when}  {start}{severity:<8}{end}  {rule:<24}  {alert_id:<24}  {summary}"
+
+
+def metrics_endpoint(host: str, port: int) -> tuple[int, str]:
+    """The port the demo's worker serves metrics on and the banner line saying where. A busy port is no
+    reason to stop the demo: the worker then runs without the endpoint (port 0), and the line says
+    which ``host:port`` could not be bound."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        return 0, f"metrics  not served: cannot bind {host}:{port} ({why}); --metrics-port 0 picks a free port"
+    return port, f"metrics  http://{host}:{port}/metrics"
 
 
 def run_demo(log_path: str = "examples/events.jsonl", config_dir: str | None = None, speed: float | None = None,
              idle_exit: float | None = None, metrics_port: int = 9464, out: TextIO = sys.stdout) -> int:  # fmt: skip
     """``config_dir`` None: as ``resolve_rules_dir`` finds it (the command line resolves it first)."""
+    shown_config = str(config_dir or resolve_rules_dir())
     # Absolute, so the worker (a child process) reads the same rules whatever it resolves by itself.
-    config_dir = str(Path(config_dir or resolve_rules_dir()).resolve())
+    config_dir = str(Path(shown_config).resolve())
     load_rules(config_dir)  # a bad config stops the demo before anything starts
     if not Path(log_path).is_file():
         from streams.offline.logio import LogFileError
@@ -45,6 +67,8 @@ def run_demo(log_path: str = "examples/events.jsonl", config_dir: str | None = N
         raise LogFileError(f"{log_path}: no such file")
     work = Path(tempfile.mkdtemp(prefix="modwatch-demo-"))
     metrics_port = metrics_port or free_port()
+    metrics_host = Settings.model_fields["metrics_host"].default
+    metrics_port, metrics_line = metrics_endpoint(metrics_host, metrics_port)
     with EmbeddedBroker() as broker:
         settings = Settings(bootstrap_servers=broker.bootstrap, rules_dir=config_dir, data_dir=str(work / "data"),
                             metrics_port=metrics_port, web_port=free_port())  # fmt: skip
@@ -54,20 +78,23 @@ def run_demo(log_path: str = "examples/events.jsonl", config_dir: str | None = N
             "MODWATCH_BOOTSTRAP_SERVERS": broker.bootstrap,
             "MODWATCH_RULES_DIR": config_dir,
             "MODWATCH_DATA_DIR": settings.data_dir,
-            "MODWATCH_METRICS_PORT": str(metrics_port),
+            "MODWATCH_METRICS_HOST": metrics_host,
+            "MODWATCH_METRICS_PORT": str(settings.metrics_port),
             "MODWATCH_WEB_PORT": str(settings.web_port),
         })  # fmt: skip
         worker_log = work / "worker.log"
         out.write(f"broker   {broker.bootstrap} (Tansu, in memory)\n")
-        out.write(f"metrics  http://127.0.0.1:{metrics_port}/metrics\n")
+        out.write(metrics_line + "\n")
         out.write(f"worker   log in {worker_log}\n")
+        out.write(f"explain  modwatch explain ALERT_ID --log {log_path} --config {shown_config}"
+                  "   (ALERT_ID: from the table below)\n")  # fmt: skip
         with worker_log.open("wb") as wlog:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker", "--config", config_dir, "--loglevel", "info"],
                 env=env, stdout=wlog, stderr=subprocess.STDOUT,
             )  # fmt: skip
             try:
-                return _drive(broker, settings, worker, log_path, speed, idle_exit, out)
+                return _drive(broker, settings, worker, worker_log, log_path, speed, idle_exit, out)
             except KeyboardInterrupt:
                 out.write("\nstopping...\n")
                 return 0
@@ -75,7 +102,7 @@ def run_demo(log_path: str = "examples/events.jsonl", config_dir: str | None = N
                 _stop(worker)
 
 
-def _drive(broker: EmbeddedBroker, settings: Settings, worker: subprocess.Popen[bytes], log_path: str,
+def _drive(broker: EmbeddedBroker, settings: Settings, worker: subprocess.Popen[bytes], worker_log: Path, log_path: str,
            speed: float | None, idle_exit: float | None, out: TextIO) -> int:  # fmt: skip
     from kafka import KafkaConsumer, TopicPartition
 
@@ -88,7 +115,7 @@ def _drive(broker: EmbeddedBroker, settings: Settings, worker: subprocess.Popen[
     finally:
         null.close()
     out.write(f"replay   {stats.sent} events from {log_path} ({stats.rejected_total} rejected)\n\n")
-    out.write(f"{'event time':<19}  {'severity':<8}  {'rule':<24}  summary\n")
+    out.write(HEADER + "\n")
     consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, consumer_timeout_ms=500)
     seen: set[str] = set()
     colour = out.isatty()
@@ -100,7 +127,7 @@ def _drive(broker: EmbeddedBroker, settings: Settings, worker: subprocess.Popen[
         last = time.monotonic()
         while True:
             if worker.poll() is not None:
-                out.write(f"the worker exited with code {worker.returncode}; see its log\n")
+                out.write(f"the worker exited with code {worker.returncode}; see its log{_last_line(worker_log)}\n")
                 return 1
             for record in consumer:
                 alert = json.loads(record.value)
@@ -121,6 +148,15 @@ def _drive(broker: EmbeddedBroker, settings: Settings, worker: subprocess.Popen[
         order = ["critical", "high", "medium", "low", "info"]
         out.write("\n" + ", ".join(f"{counts[s]} {s}" for s in order if s in counts) + f" ({len(seen)} alerts)\n")
     return 0
+
+
+def _last_line(log: Path) -> str:
+    """``: <the log's last line>``, cleaned for the terminal, or nothing."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f": {safe_text(lines[-1])}" if lines else ""
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:

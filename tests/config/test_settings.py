@@ -90,3 +90,38 @@ def test_worker_says_what_standby_replicas_cost(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.INFO, logger="streams.live.app"):
         create_app(Settings(app_id="standby-quiet"), ruleset)
     assert not [r for r in caplog.records if "standby_replicas" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://alertmanager:9093", "http://alertmanager:9093"),
+        ("http://alice:s3cret@alertmanager:9093/", "http://alice:***@alertmanager:9093/"),
+        ("http://alice@alertmanager:9093", "http://alice@alertmanager:9093"),
+        ("https://hooks.slack.com/services/T0123ABCD/B0456EFGH/abcdefghijklmnopqrstuvwx",
+         "https://hooks.slack.com/services/T0123ABCD/B0456EFGH/***"),
+        ("https://discord.com/api/webhooks/123456789012345678/AbC-dEf_ghij0123456789",
+         "https://discord.com/api/webhooks/***/***"),
+        ("https://chat.example/hook?token=abc&room=ops&flag#sig", "https://chat.example/hook?token=***&room=***&***#***"),
+        ("http://[::1]:9093/api/v2", "http://[::1]:9093/api/v2"),
+        ("alice:s3cret@alertmanager", "***"),  # not scheme://host: nothing of it is shown
+        ("http://h:99999/", "***"),
+    ],
+)  # fmt: skip
+def test_redact_url(url: str, shown: str) -> None:
+    from streams.config.settings import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_settings_command_hides_url_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODWATCH_WEBHOOK_URL", "https://hooks.example/services/T1/B2/Zx9secretsecretsecret?key=k3y")
+    monkeypatch.setenv("MODWATCH_ALERTMANAGER_URL", "http://am-user:am-pass@alertmanager:9093")
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert "webhook_url: https://hooks.example/services/T1/B2/***?key=***\n" in out
+    assert "alertmanager_url: http://am-user:***@alertmanager:9093\n" in out
+    for secret in ("Zx9secret", "k3y", "am-pass"):
+        assert secret not in out
