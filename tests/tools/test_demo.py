@@ -19,7 +19,8 @@ ALERT = {"alert_id": "3abd4daf9ec4896708b5344e", "severity": "critical", "rule_i
 
 def test_rows_show_the_alert_id_under_the_header() -> None:
     row = format_row(ALERT)
-    assert row == "2020-06-03 12:00:59  critical  rapid_takedown            3abd4daf9ec4896708b5344e  4 takedowns in 59 s"
+    assert row == ("2020-06-03 12:00:59  critical  rapid_takedown            3abd4daf9ec4896708b5344e  "
+                   "4 takedowns in 59 s")
     assert row.index("3abd4daf") == HEADER.index("alert id")
 
 
