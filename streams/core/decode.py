@@ -26,8 +26,10 @@ TOO_DEEP = "too_deep"
 UNKNOWN_TYPE = "unknown_event_type"
 CONTRACT = "contract_violation"
 BAD_TIME = "timestamp_out_of_range"
+ID_CONFLICT = "event_id_conflict"  # not decode's: an event id reused with other content (``Engine.admit``)
 
-REASONS = (EMPTY, TOO_LARGE, INVALID_UTF8, INVALID_JSON, NOT_OBJECT, TOO_DEEP, UNKNOWN_TYPE, CONTRACT, BAD_TIME)
+REASONS = (EMPTY, TOO_LARGE, INVALID_UTF8, INVALID_JSON, NOT_OBJECT, TOO_DEEP, UNKNOWN_TYPE, CONTRACT, BAD_TIME,
+           ID_CONFLICT)  # fmt: skip
 
 EARLIEST = 946684800.0  # 2000-01-01T00:00:00Z: nothing this platform logged is older
 
@@ -87,7 +89,7 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     path = ".".join(loc) or "(event)"
     more = error.error_count() - 1
     suffix = f" (+{more} more)" if more > 0 else ""
-    return CONTRACT, f"{path}: {first['msg']}{suffix}"
+    return CONTRACT, f"{path}: {first['msg'].removeprefix('Value error, ')}{suffix}"
 
 
 def decode(raw: bytes | str, limits: Limits = DEFAULT_LIMITS, now: float | None = None) -> Decoded | Rejected:

@@ -17,10 +17,13 @@ is late: counted, and only stateless rules still see it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import orjson
 
 from streams.core.alerts import Alert, Pseudonymizer, Template, alert_id, labels_for
 from streams.core.decode import Decoded
@@ -29,10 +32,17 @@ from streams.core.rules.base import ACTION_TYPES, Hit, Role, Rule
 from streams.core.rules.predicate import Context
 from streams.core.rules.sequence import SequenceGroup, SequenceRule, group_parts, group_sequences, is_group_id
 from streams.core.ruleset import RuleSet
-from streams.core.state import RecentIds, Shard, open_record, stored_record, unpacked
+from streams.core.state import CONFLICT, DUPLICATE, NEW, RecentIds, Shard, open_record, stored_record, unpacked
 from streams.core.stats import EngineStats
 
 log = logging.getLogger(__name__)
+
+CONFLICT_RULE = "event_id_conflict"  # the integrity alert's rule id (no rule of the config has it)
+
+
+def content_digest(view: dict[str, Any]) -> bytes:
+    """A record's content, whatever the order of its keys: what tells a redelivery from a conflict."""
+    return hashlib.blake2b(orjson.dumps(view, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 MAX_ALERT_IDS = 32  # alert ids remembered per rule and key, to drop redelivered duplicates
 
@@ -194,13 +204,46 @@ class Engine:
 
     # -- the per-event driver: every caller (backtest, explain, rule fixtures, the live evaluator,
     # the benchmark) runs these steps, in this order, through ``admit`` and ``step`` ------------------
-    def admit(self, decoded: Decoded) -> bool:
-        """Step 0: is this event new? An id seen within the horizon is a redelivery: counted, skipped.
-        The live worker admits in its router (stage 1), before the event is repartitioned."""
-        if self.recent.add(decoded.event.event_id, decoded.ts):
-            return True
-        self.stats.duplicates += 1
-        return False
+    def admit(self, decoded: Decoded) -> str:
+        """Step 0: is this event new (``NEW``)? An id seen within the horizon with the same content is
+        a redelivery (``DUPLICATE``: counted, skipped); with other content, a ``CONFLICT``: counted,
+        not evaluated, dead-lettered by the caller and raised as an integrity alert
+        (``conflict_alert``). The live worker admits in its router (stage 1), before repartitioning."""
+        verdict = self.recent.check(decoded.event.event_id, decoded.ts, content_digest(decoded.view))
+        if verdict == DUPLICATE:
+            self.stats.duplicates += 1
+        elif verdict == CONFLICT:
+            self.stats.id_conflicts += 1
+        return verdict
+
+    def conflict_alert(self, decoded: Decoded) -> Alert:
+        """The integrity alert for an event id reused with other content. Its id depends on the event
+        id and both contents, so a redelivery of the same conflict mints the same id."""
+        event_id = decoded.event.event_id
+        first = self.recent.first_digest(event_id) or b""
+        digest = content_digest(decoded.view)
+        severity = self.ruleset.scorer.integrity_severity
+        key = f"event_id={event_id}"
+        actor = decoded.view.get("actor")
+        actor_id = actor.get("id") if isinstance(actor, dict) else None
+        alert = Alert(
+            alert_id=alert_id(CONFLICT_RULE, key, first.hex() + ":" + digest.hex()),
+            rule_id=CONFLICT_RULE,
+            severity=severity,
+            score=self.ruleset.scorer.bands.floor(severity),
+            title="Event id reused with other content",
+            summary=(f"event {event_id} ({decoded.event.event_type}) arrived again with other content than "
+                     "the first time: the second version was not evaluated and went to the dead letters"),
+            actor_id=str(actor_id) if actor_id is not None else None,
+            group_key=self.pseudo.group_key(key) if self.pseudo is not None else key,
+            event_ids=[event_id],
+            first_seen=decoded.ts,
+            last_seen=decoded.ts,
+            signals=[CONFLICT_RULE],
+            labels={"event_type": decoded.event.event_type},
+        )
+        self.stats.alerts[(CONFLICT_RULE, severity.label)] += 1
+        return alert
 
     def step(self, shard: Shard, decoded: Decoded, source: str = "log", routes: dict[str, list[Role]] | None = None,
              keys: Sequence[str] | None = None, primary: bool = True) -> list[Alert]:  # fmt: skip
@@ -226,8 +269,12 @@ class Engine:
         return alerts
 
     def process(self, shard: Shard, decoded: Decoded) -> list[Alert]:
-        """``admit`` then ``step``: one event of a single-source log, on ``shard``."""
-        return self.step(shard, decoded) if self.admit(decoded) else []
+        """``admit`` then ``step``: one event of a single-source log, on ``shard`` (a conflict gives
+        its integrity alert only)."""
+        verdict = self.admit(decoded)
+        if verdict == NEW:
+            return self.step(shard, decoded)
+        return [self.conflict_alert(decoded)] if verdict == CONFLICT else []
 
     def observe_event(self, decoded: Decoded) -> None:
         """Count an event for the metrics (once per event, even when it reaches several keys)."""
@@ -440,7 +487,12 @@ class Replay:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.shard = Shard()
+        self.conflicted = False  # whether the last event fed was an id conflict (to dead-letter it)
 
     def feed(self, decoded: Decoded) -> list[Alert]:
-        """The alerts one event raises (none for a duplicate)."""
-        return self.engine.process(self.shard, decoded)
+        """The alerts one event raises (none for a duplicate, the integrity alert for a conflict)."""
+        verdict = self.engine.admit(decoded)
+        self.conflicted = verdict == CONFLICT
+        if verdict == NEW:
+            return self.engine.step(self.shard, decoded)
+        return [self.engine.conflict_alert(decoded)] if self.conflicted else []

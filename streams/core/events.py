@@ -1,15 +1,23 @@
 """The event contract: one JSON object per event, discriminated on ``event_type``.
 
 Producers evolve, so unknown extra fields are accepted and ignored. Missing or mistyped required
-fields are errors that name the field. Every timestamp is RFC 3339 with a time zone.
+fields are errors that name the field.
+
+Types are exact, never coerced: the rules, the scoring, the metrics and the summaries read the
+parsed JSON, so a value must mean there what it means to the model. An integer is a JSON integer
+(not ``"5000000"``, not ``5e6``, not ``true``), a flag is a JSON boolean (not ``"true"``, not ``1``),
+a timestamp is an RFC 3339 string with seconds and a zone (``2024-06-04T10:00:00Z``,
+``2024-06-04T18:00:00.250+08:00``; not a Unix number, not a date alone). Anything else is a contract
+violation: the record becomes a dead letter naming the field (docs/contract.md).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter
 
 # Region codes are ISO 3166 alpha-2 in practice; anything short is kept (metrics fold unknown
 # codes into "other") so that a new region never becomes a dead letter.
@@ -19,6 +27,23 @@ Text = Annotated[str, Field(max_length=2000)]
 Tag = Annotated[str, Field(min_length=1, max_length=100)]
 
 MAX_RECORD_COUNT = 10**10
+
+# RFC 3339 as ``datetime.fromisoformat`` reads it too (the rules parse timestamps they compare, such
+# as an account's ``created_at``, with it): so the model and the rules see the same instant.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, datetime):  # built in code, not read from JSON
+        return value
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise ValueError("expected an RFC 3339 timestamp string with a zone, such as 2024-06-04T10:00:00Z")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+Count = Annotated[int, Strict(), Field(ge=0, le=MAX_RECORD_COUNT)]
+Flag = Annotated[bool, Strict()]
 
 
 class _Model(BaseModel):
@@ -30,7 +55,7 @@ class Actor(_Model):
     kind: Literal["employee", "system", "user", "partner"]
     region: Region
     role: Text | None = None
-    created_at: AwareDatetime | None = None
+    created_at: Timestamp | None = None
 
 
 class Target(_Model):
@@ -66,7 +91,7 @@ class System(_Model):
 
 class BaseEvent(_Model):
     event_id: Id
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp
     actor: Actor
     ticket_id: Id | None = None
     request_id: Id | None = None
@@ -81,8 +106,8 @@ class RequestReceived(BaseEvent):
     requester: Requester
     request_kind: Literal["takedown", "suspension", "user_data", "monitoring"]
     targets: tuple[Target, ...] = ()
-    deadline_seconds: Annotated[int, Field(ge=0, le=10**9)] | None = None
-    confidential: bool = False
+    deadline_seconds: Annotated[int, Strict(), Field(ge=0, le=10**9)] | None = None
+    confidential: Flag = False
 
 
 ACTION_TYPES = (
@@ -104,9 +129,9 @@ class ModerationAction(BaseEvent):
 class DataExport(BaseEvent):
     event_type: Literal["data.export"]
     target: Target
-    record_count: Annotated[int, Field(ge=0, le=MAX_RECORD_COUNT)]
+    record_count: Count
     fields: tuple[Annotated[str, Field(max_length=100)], ...] = ()
-    subject_regions: dict[Region, Annotated[int, Field(ge=0, le=MAX_RECORD_COUNT)]] = Field(
+    subject_regions: dict[Region, Count] = Field(
         default_factory=dict
     )
     destination: Destination
@@ -117,8 +142,8 @@ class AccessGrant(BaseEvent):
     grantee: Grantee
     system: System
     scope: Text
-    remote: bool = False
-    expires_at: AwareDatetime | None = None
+    remote: Flag = False
+    expires_at: Timestamp | None = None
 
 
 class ReportFiled(BaseEvent):

@@ -63,6 +63,11 @@ class Bands(BaseModel):
             return Severity.LOW
         return Severity.INFO
 
+    def floor(self, severity: Severity) -> int:
+        """The lowest score of ``severity``'s band."""
+        return {Severity.INFO: 0, Severity.LOW: self.low, Severity.MEDIUM: self.medium, Severity.HIGH: self.high,
+                Severity.CRITICAL: self.critical}[severity]  # fmt: skip
+
 
 class BoosterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -77,6 +82,8 @@ class ScoringConfig(BaseModel):
 
     bands: Bands = Bands()
     boosters: dict[str, BoosterConfig] = Field(default_factory=dict)
+    #: Severity of the integrity alert for an event id reused with other content (``event_id_conflict``).
+    id_conflict_severity: Literal["info", "low", "medium", "high", "critical"] = "high"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,7 @@ class Score:
 class Scorer:
     def __init__(self, config: ScoringConfig, lists: dict[str, list[str]]) -> None:
         self.bands = config.bands
+        self.integrity_severity = Severity.parse(config.id_conflict_severity)
         self.boosters: dict[str, tuple[int, Test]] = {
             name: (b.points, compile_predicate(b.when, lists)) for name, b in config.boosters.items()
         }

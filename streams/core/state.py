@@ -137,22 +137,38 @@ class Shard:
         return len(self._scheduled)
 
 
+#: What ``RecentIds.check`` says of an event id.
+NEW, DUPLICATE, CONFLICT = "new", "duplicate", "conflict"
+MAX_VERSIONS = 4  # contents remembered per id: a redelivered conflicting version is a duplicate too
+
+
 class RecentIds:
-    """Event ids seen within ``horizon`` seconds of event time, to skip redelivered duplicates.
-    Bounded: ids older than the horizon behind the newest event are pruned as the log advances."""
+    """Event ids seen within ``horizon`` seconds of event time, each with a digest of its content, to
+    tell a redelivery (same id, same content: skipped) from a conflict (same id, other content: an
+    integrity signal; someone who learns a harmless event's id must not hide another event behind
+    it). Bounded: ids older than the horizon behind the newest event are pruned as the log advances,
+    and at most ``MAX_VERSIONS`` contents are kept per id."""
 
     def __init__(self, horizon: float = 86400.0) -> None:
         self.horizon = horizon
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, tuple[float, bytes] | tuple[float, bytes, list[bytes]]] = {}
         self._newest = float("-inf")
         self._next_prune = 4096
         self._pruned_at = float("-inf")
 
-    def add(self, event_id: str, ts: float) -> bool:
-        """True if new; False if this id was already seen."""
-        if event_id in self._seen:
-            return False
-        self._seen[event_id] = ts
+    def check(self, event_id: str, ts: float, digest: bytes) -> str:
+        """``NEW`` (remembered from now on), ``DUPLICATE`` or ``CONFLICT`` (its content remembered
+        too, so that its own redelivery is a duplicate)."""
+        seen = self._seen.get(event_id)
+        if seen is not None:
+            if seen[1] == digest or (len(seen) == 3 and digest in seen[2]):
+                return DUPLICATE
+            others: list[bytes] = seen[2] if len(seen) == 3 else []
+            if len(others) < MAX_VERSIONS:
+                others.append(digest)
+            self._seen[event_id] = (seen[0], seen[1], others)
+            return CONFLICT
+        self._seen[event_id] = (ts, digest)
         if ts > self._newest:
             self._newest = ts
         # Prune when the set has doubled, or (once it is big enough to matter) when event time moved
@@ -160,10 +176,15 @@ class RecentIds:
         moved_on = len(self._seen) >= 1024 and self._newest - self._pruned_at > self.horizon
         if len(self._seen) >= self._next_prune or moved_on:
             cutoff = self._newest - self.horizon
-            self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
+            self._seen = {k: v for k, v in self._seen.items() if v[0] >= cutoff}
             self._next_prune = max(4096, 2 * len(self._seen))
             self._pruned_at = self._newest
-        return True
+        return NEW
+
+    def first_digest(self, event_id: str) -> bytes | None:
+        """The digest of the first content seen under ``event_id``."""
+        seen = self._seen.get(event_id)
+        return None if seen is None else seen[1]
 
     def __len__(self) -> int:
         return len(self._seen)

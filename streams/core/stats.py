@@ -42,6 +42,7 @@ class EngineStats:
     request_latency: dict[tuple[str, str], Histogram] = field(default_factory=dict)  # (jurisdiction, kind)
     late: int = 0
     duplicates: int = 0
+    id_conflicts: int = 0  # event ids reused with other content
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, severity)
     suppressed: Counter[str] = field(default_factory=Counter)  # by rule
     rule_errors: Counter[str] = field(default_factory=Counter)  # by rule

@@ -25,13 +25,13 @@ from streams.core.alerts import Alert
 from streams.core.decode import Limits
 from streams.core.engine import Engine
 from streams.core.ruleset import RuleSet
+from streams.live.changelog import Change, changelog_records
 from streams.live.faust_ext.consumer import Consumer as ModwatchConsumer
 from streams.live.faust_ext.settings import App, CommitHook
 from streams.live.faust_ext.store import SCHEME as STORE_SCHEME
 from streams.live.faust_ext.store import register as register_store
 from streams.live.faust_ext.transport import broker_urls
 from streams.live.faust_ext.transport import register as register_transport
-from streams.live.changelog import Change, changelog_records
 from streams.live.pipeline import Evaluator, Router
 from streams.live.wire import Outgoing, bundle
 from streams.outputs.metrics import Health
@@ -256,6 +256,7 @@ def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str,
                             outgoing.append(item)
                         else:
                             alerts.extend(evaluator.on_local(item))
+                alerts.extend(router.take_raised())  # integrity alerts: an event id reused with other content
                 if settings.bundle_keyed_records:
                     outgoing = bundle(outgoing, keyed_name, BUNDLE_BYTES)
                 for record in outgoing:

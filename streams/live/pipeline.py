@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 from streams.core.alerts import Alert
-from streams.core.decode import Decoded, Limits, decode
+from streams.core.decode import ID_CONFLICT, Decoded, Limits, decode
 from streams.core.engine import Engine
 from streams.core.rules.base import Role
-from streams.core.state import Shard, packed
+from streams.core.state import CONFLICT, DUPLICATE, Shard, packed
 from streams.core.topology import (
     WATERMARK_KEY,
     Headers,
@@ -65,6 +65,7 @@ class Router:
         self.dead: Counter[str] = self.health.dead_letters
         self.routed = 0
         self.duplicates = 0
+        self.raised: list[Alert] = []  # integrity alerts raised here (``take_raised``)
         self.local: frozenset[int] = frozenset()  # keyed partitions evaluated in this process
         # With ``report_committed`` (set by the app when the state is logged at each offset commit),
         # ticks report where each source was when the state was last logged and committed.
@@ -86,22 +87,19 @@ class Router:
         arrival = time.time()
         out = decode(value or b"", self.limits)
         if not isinstance(out, Decoded):
-            self.dead[out.reason] += 1
-            log.warning("dead letter from %s offset %d: %s (%s)", source, offset, out.reason, out.detail)
-            dl_headers = [(k, v) for k, v in (headers or [])] + [
-                ("mw-dl-topic", topic.encode()),
-                ("mw-dl-partition", str(partition).encode()),
-                ("mw-dl-offset", str(offset).encode()),
-                ("mw-dl-reason", out.reason.encode()),
-                ("mw-dl-detail", out.detail.encode()[:1000]),
-            ]
-            return [Outgoing(self.deadletter_topic, value or b"", key, None, None, tuple(dl_headers))]
+            return [self._dead_letter(topic, partition, offset, key, value, headers, out.reason, out.detail)]
         event = out.event
         if out.ts > self.sources.get(source, float("-inf")):
             self.sources[source] = out.ts
-        if not self.engine.admit(out):
+        verdict = self.engine.admit(out)
+        if verdict == DUPLICATE:
             self.duplicates += 1
             return []
+        if verdict == CONFLICT:
+            # Not evaluated: dead-lettered, and raised as an integrity alert (``raised``).
+            self.raised.append(self.engine.conflict_alert(out))
+            detail = f"event_id: {event.event_id!r} was seen before with other content"
+            return [self._dead_letter(topic, partition, offset, key, value, headers, ID_CONFLICT, detail)]
         self.routed += 1
         routes = self.engine.route(out)
         by_partition = split_by_partition(routes, self.partitions)
@@ -116,6 +114,24 @@ class Router:
             hdrs = event_headers(source, part_keys, index == 0, event.event_type, event.event_id, arrival)
             work.append(Outgoing(self.keyed_topic, value or b"", None, part, out.ts, tuple(hdrs)))
         return work
+
+    def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                     headers: Any, reason: str, detail: str) -> Outgoing:  # fmt: skip
+        self.dead[reason] += 1
+        log.warning("dead letter from %s:%d offset %d: %s (%s)", topic, partition, offset, reason, detail)
+        dl_headers = [(k, v) for k, v in (headers or [])] + [
+            ("mw-dl-topic", topic.encode()),
+            ("mw-dl-partition", str(partition).encode()),
+            ("mw-dl-offset", str(offset).encode()),
+            ("mw-dl-reason", reason.encode()),
+            ("mw-dl-detail", detail.encode()[:1000]),
+        ]
+        return Outgoing(self.deadletter_topic, value or b"", key, None, None, tuple(dl_headers))
+
+    def take_raised(self) -> list[Alert]:
+        """Alerts the router raised itself (integrity alerts), for the app to publish; emptied."""
+        raised, self.raised = self.raised, []
+        return raised
 
     def logging_state(self) -> None:
         """Called when the state is logged for an offset commit: it covers every record read so far."""

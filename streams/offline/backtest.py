@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import IO, TextIO
 
 from streams.core.alerts import Alert
-from streams.core.decode import DEFAULT_LIMITS, Decoded, Limits, decode
+from streams.core.decode import DEFAULT_LIMITS, ID_CONFLICT, Decoded, Limits, Rejected, decode
 from streams.core.engine import Engine, Replay
 from streams.core.ruleset import RuleSet
 from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines, total_size
@@ -26,6 +26,7 @@ class BacktestResult:
     alerts: list[Alert] = field(default_factory=list)
     elapsed: float = 0.0
     engine: Engine | None = None
+    line: Line | None = None  # the line of the event last decoded (to dead-letter an id conflict)
 
     @property
     def late(self) -> int:
@@ -58,6 +59,7 @@ def decoded_events(
         if not lo <= out.ts < hi:
             result.filtered += 1
             continue
+        result.line = line
         yield out
 
 
@@ -86,7 +88,12 @@ def run_backtest(
         lines = progress.wrap_lines(lines, total_size(paths))
     with DeadLetterFile(deadletter) as deadletters:
         for decoded in decoded_events(lines, result, deadletters, limits, since, until):
-            for alert in replay.feed(decoded):
+            alerts = replay.feed(decoded)
+            if replay.conflicted and result.line is not None:
+                result.rejected[ID_CONFLICT] += 1
+                deadletters.write(result.line, Rejected(ID_CONFLICT, f"event_id: {decoded.event.event_id!r} was "
+                                                        "seen before with other content"))  # fmt: skip
+            for alert in alerts:
                 result.alerts.append(alert)
                 if output is not None:
                     output.write(alert.to_json() + "\n")

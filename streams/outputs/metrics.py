@@ -122,6 +122,8 @@ class ModwatchCollector(Collector):
         yield _counter("modwatch_late_events", "Events older than the watermark: beyond the allowed lateness",
                        [], [((), stats.late)])  # fmt: skip
         yield _counter("modwatch_duplicate_events", "Redelivered events skipped", [], [((), stats.duplicates)])
+        yield _counter("modwatch_event_id_conflicts", "Event ids reused with other content (not evaluated, "
+                       "dead-lettered, raised as an integrity alert)", [], [((), stats.id_conflicts)])  # fmt: skip
         yield _counter("modwatch_dead_letters", "Records rejected to the dead-letter topic or file, by reason",
                        ["reason"], health.dead_letters.items())  # fmt: skip
         yield _counter(
