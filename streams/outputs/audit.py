@@ -344,7 +344,7 @@ def consume_alerts(bootstrap: str, topic: str, log: AuditLog, group: str = "modw
                 before = log.rejected.total()
                 try:
                     alert = loads_strict(record.value)
-                except ValueError as exc:
+                except (ValueError, TypeError) as exc:  # TypeError: a null value
                     log.reject("duplicate key" if isinstance(exc, Malformed) else "not JSON")
                 else:
                     if not isinstance(alert, dict):

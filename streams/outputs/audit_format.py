@@ -16,6 +16,7 @@ from typing import Any
 
 GENESIS = "0" * 64  # what entry 1 of a legacy (headerless) log chains to
 FORMAT = 1
+NOT_JSON = "not JSON"
 _ENTRY_FIELDS = frozenset({"seq", "alert", "prev", "hash"})
 _HEADER_FIELDS = frozenset({"modwatch_audit", "keyed"})
 _CHECKPOINT_FIELDS = frozenset({"modwatch_audit_checkpoint", "entries", "last", "keyed", "mac"})
@@ -76,7 +77,7 @@ def _parse(raw: bytes) -> dict[str, Any]:
     except Malformed:
         raise
     except ValueError:
-        raise Malformed("unreadable", "not JSON") from None
+        raise Malformed("unreadable", NOT_JSON) from None
     if not isinstance(obj, dict):
         raise Malformed("unreadable", "not a JSON object")
     if "modwatch_audit" in obj:
@@ -135,22 +136,24 @@ class Parsed:
 
 
 def read_log(path: Path) -> Parsed:
+    parsed = Parsed()
     lines: list[Line] = []
     offset = 0
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
+            parsed.lines = number
             if raw.strip():
                 lines.append(Line(number, offset, raw.removesuffix(b"\n"), raw.endswith(b"\n")))
             offset += len(raw)
-    parsed = Parsed(lines=number if offset else 0)
     for line in lines:
+        last = line is lines[-1]
         try:
-            obj = _parse(line.raw)
-            if not line.complete:
+            if last and not line.complete:
                 raise Malformed("partial", "no newline")
+            obj = _parse(line.raw)
         except Malformed as exc:
-            if line is lines[-1] and exc.kind in ("partial", "unreadable"):
-                parsed.partial = line  # a crash mid-write leaves exactly this
+            if last and (exc.kind == "partial" or str(exc) == NOT_JSON):
+                parsed.partial = line  # what a crash mid-write leaves
             else:
                 parsed.bad.append(Problem(line.number, exc.kind, str(exc)))
             continue

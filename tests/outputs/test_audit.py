@@ -313,6 +313,17 @@ def test_a_complete_line_without_its_newline_is_partial(log_path: Path) -> None:
     assert kinds(verify(log_path, KEY)) == [(9, "partial")]
 
 
+def test_only_the_last_line_can_be_partial(log_path: Path) -> None:
+    content = lines(log_path)
+    log_path.write_text("".join(content) + '{"seq": 9, "alert": {"alert_id"\n')  # newline-ended, not JSON
+    assert kinds(verify(log_path, KEY)) == [(10, "partial")]
+    content[4] = content[4][:40] + "\n"
+    log_path.write_text("".join(content))
+    assert kinds(verify(log_path, KEY)) == [(5, "unreadable"), (6, "deleted")]
+    with pytest.raises(AuditError, match="line 5: unreadable: not JSON: the log is damaged"):
+        AuditLog(log_path, KEY)
+
+
 # -- 5. alerts without an id -----------------------------------------------------------------------
 
 
@@ -374,6 +385,7 @@ def test_audit_consumes_the_alerts_topic_once_per_alert(broker, unique_prefix, t
         producer.send(topic, json.dumps(alert(n)).encode(), key=f"a{n:03d}".encode())
     producer.send(topic, json.dumps({"rule_id": "x"}).encode())  # no alert_id
     producer.send(topic, b"{not json")
+    producer.send(topic, None, key=b"tombstone")
     producer.flush()
     producer.close()
     path = tmp_path / "alerts.audit"
@@ -383,6 +395,6 @@ def test_audit_consumes_the_alerts_topic_once_per_alert(broker, unique_prefix, t
     finally:
         log.close()
     assert recorded == 4
-    assert log.rejected == {"no alert_id": 1, "not JSON": 1} and log.duplicates == 1
+    assert log.rejected == {"no alert_id": 1, "not JSON": 2} and log.duplicates == 1
     assert [json.loads(line)["alert"]["alert_id"] for line in lines(path)[1:]] == ["a001", "a002", "a003", "a004"]
     assert verify(path, b"k", default_checkpoint(path)) == []
