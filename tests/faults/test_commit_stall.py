@@ -4,7 +4,6 @@ commit timestamp, and the shipped alerting rule fires on it (``promtool test rul
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -18,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.config.loader import load_rules
 from streams.core.engine import Engine
 from streams.outputs.metrics import Health, registry_for
+from tests.services import SERVICES, require_program
+from tests.worker_harness import REPO, WorkerProcess, worker_env
 
-from ..worker_harness import REPO, WorkerProcess, worker_env
 from .harness import (
     generated_log,
     metrics_port,
@@ -40,8 +40,7 @@ TOPIC_LABEL = "modwatch.events"
 def test_the_alerting_rule_fires_on_a_commit_stall_and_not_when_idle() -> None:
     """commit_stall_test.yml: a stall with growing lag fires (and a restart that never commits);
     an idle worker (no lag) and a busy one that keeps committing do not."""
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool not found: install it with scripts/setup-services.sh (Debian package prometheus)"
+    promtool = require_program("promtool", SERVICES)
     assert RULES.exists(), f"{RULES} is missing"
     names = [r.get("alert") for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
     assert STALL_ALERT in names, f"{RULES} has no alert {STALL_ALERT} (alerts: {names})"
