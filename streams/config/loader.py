@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "bundled_rules_dir",
     "copy_bundled_rules",
     "load_rules",
+    "read_yaml_file",
     "resolve_rules_dir",
 ]
 
@@ -93,19 +95,84 @@ def copy_bundled_rules(dest: str | Path, force: bool = False) -> list[Path]:
     return written
 
 
-def _read_yaml(path: Path) -> Any:
+# Limits on a YAML file the loader reads: a rules file is a few KB. A link to /dev/zero, a FIFO or a
+# file of gigabytes is refused before it is read, and nested aliases (a "billion laughs") are refused
+# once their expansion would pass MAX_YAML_NODES, before anything walks the expanded document.
+MAX_YAML_BYTES = 1024 * 1024
+MAX_YAML_NODES = 100_000
+
+
+def read_yaml_file(path: str | os.PathLike[str], what: str = "file") -> Any:
+    """The parsed YAML document in ``path`` (None when empty), read with the limits above. Raises
+    ConfigError naming the file: missing (``no such {what}``), not a regular file after resolving
+    links, over MAX_YAML_BYTES, invalid YAML, nested too deeply, or aliases expanding too far."""
+    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        info = os.stat(path)  # follows links: a link to a regular file is fine
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if info.st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES} bytes")
+        with path.open("rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # replaced since the stat
+                raise ConfigError(f"{path}: not a regular file")
+            data = fh.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        raise ConfigError(f"{path}: no such {what}") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES} bytes")
     try:
-        return yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node)
+        if size > MAX_YAML_NODES:
+            raise ConfigError(f"{path}: YAML aliases expand to more than {MAX_YAML_NODES} nodes; refused")
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has once every alias is expanded, counted without expanding:
+    each distinct node's size once (aliases share node objects), stopping past MAX_YAML_NODES.
+    A node that contains itself (``&a [*a]``) expands without end."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if done:
+            open_.discard(key)
+            sizes[key] = min(1 + sum(sizes[id(c)] for c in children), MAX_YAML_NODES + 1)
+            continue
+        if key in sizes:
+            continue
+        if key in open_:
+            return MAX_YAML_NODES + 1  # recursive
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 def load_rules(config_dir: str | Path) -> RuleSet:
@@ -114,6 +181,8 @@ def load_rules(config_dir: str | Path) -> RuleSet:
     if not base.is_dir():
         raise ConfigError(f"{base}: no such config directory")
     rules_path, scoring_path = base / RULES_FILE, base / SCORING_FILE
-    raw = _read_yaml(rules_path)
-    scoring_raw = _read_yaml(scoring_path) if scoring_path.exists() else {}
+    raw = read_yaml_file(rules_path)
+    # A dangling link is an error, not a missing (optional) scoring file.
+    present = scoring_path.exists() or scoring_path.is_symlink()
+    scoring_raw = read_yaml_file(scoring_path) if present else {}
     return build_ruleset(raw, scoring_raw, str(rules_path), str(scoring_path), str(base))

@@ -15,10 +15,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from streams.config.loader import read_yaml_file
 from streams.core.events import EVENT_TYPES
 from streams.core.ruleset import ConfigError
 
@@ -173,12 +173,8 @@ class _YamlSource(PydanticBaseSettingsSource):
             if not Path(DEFAULT_SETTINGS_FILE).exists():
                 return {}
             path = DEFAULT_SETTINGS_FILE
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such settings file") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        # The rules' reader: regular files only, a size limit, aliases bounded.
+        data = read_yaml_file(path, what="settings file") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
         return data
