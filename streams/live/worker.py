@@ -25,7 +25,7 @@ def ensure_topics(settings: Settings) -> None:
     names = {t: settings.topics.partitions for t in settings.topics.input_topics()}
     names[settings.topics.alerts] = 1
     names[settings.topics.deadletter] = 1
-    create_topics(settings.bootstrap_servers, names)
+    create_topics(settings.bootstrap_servers, names, security=settings.kafka)
 
 
 def use_event_loop(name: str = "uvloop") -> str:

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from streams.config.kafka import create_topics
+from streams.config.kafka import create_topics, kafka_client
 from streams.config.loader import load_rules, resolve_rules_dir
-from streams.config.settings import Settings
+from streams.config.settings import KafkaSecurity, Settings
 from streams.offline.explain_text import safe_text
 from streams.tools.broker import EmbeddedBroker, free_port
 
@@ -70,11 +70,15 @@ def run_demo(log_path: str = "examples/events.jsonl", config_dir: str | None = N
     metrics_host = Settings.model_fields["metrics_host"].default
     metrics_port, metrics_line = metrics_endpoint(metrics_host, metrics_port)
     with EmbeddedBroker() as broker:
+        # The embedded broker speaks plain Kafka: the demo's clients and its worker use that, whatever
+        # security the environment or a settings file gives a real deployment.
         settings = Settings(bootstrap_servers=broker.bootstrap, rules_dir=config_dir, data_dir=str(work / "data"),
-                            metrics_port=metrics_port, web_port=free_port())  # fmt: skip
-        create_topics(broker.bootstrap, {t: 1 for t in settings.topics.input_topics()} | {settings.topics.alerts: 1})
-        env = dict(os.environ)
+                            metrics_port=metrics_port, web_port=free_port(), kafka=KafkaSecurity())  # fmt: skip
+        create_topics(broker.bootstrap, {t: 1 for t in settings.topics.input_topics()} | {settings.topics.alerts: 1},
+                      security=settings.kafka)  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODWATCH_KAFKA")}
         env.update({
+            "MODWATCH_KAFKA__SECURITY_PROTOCOL": settings.kafka.security_protocol,
             "MODWATCH_BOOTSTRAP_SERVERS": broker.bootstrap,
             "MODWATCH_RULES_DIR": config_dir,
             "MODWATCH_DATA_DIR": settings.data_dir,
@@ -111,12 +115,14 @@ def _drive(broker: EmbeddedBroker, settings: Settings, worker: subprocess.Popen[
 
     null = open(os.devnull, "w")  # noqa: SIM115 - closed below
     try:
-        stats = replay([log_path], broker.bootstrap, settings.topics.topic_for, input_key, speed=speed, out=null)
+        stats = replay([log_path], broker.bootstrap, settings.topics.topic_for, input_key, speed=speed,
+                       security=settings.kafka, out=null)  # fmt: skip
     finally:
         null.close()
     out.write(f"replay   {stats.sent} events from {log_path} ({stats.rejected_total} rejected)\n\n")
     out.write(HEADER + "\n")
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, consumer_timeout_ms=500)
+    consumer = kafka_client(KafkaConsumer, broker.bootstrap, settings.kafka, enable_auto_commit=False,
+                            consumer_timeout_ms=500)  # fmt: skip
     seen: set[str] = set()
     colour = out.isatty()
     counts: dict[str, int] = {}

@@ -21,15 +21,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import kafka.errors
 from kafka import KafkaProducer
 
-from streams.config.kafka import BrokerError, client_config, create_topics, ping
+from streams.config.kafka import BrokerError, create_topics, kafka_client
 from streams.core.decode import Decoded, Rejected, decode
 from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines
 from streams.offline.progress import Progress
+
+if TYPE_CHECKING:
+    from streams.config.settings import KafkaSecurity
 
 #: Reason written to the dead-letter file for a valid event the broker did not accept.
 SEND_FAILED = "send_failed"
@@ -45,9 +48,8 @@ _PRODUCER_DEFAULTS: dict[str, Any] = {
     # replay's own sleeps, and at full speed batches fill long before it expires.
     "linger_ms": 10,
     "batch_size": 256 * 1024,
-    # Fail fast, with a clear message, when nothing answers at the bootstrap address.
-    "bootstrap_timeout_ms": 10_000,
 }
+_CONNECT_TIMEOUT = 10.0  # seconds: fail fast, with a clear message, when nothing answers at the bootstrap address
 
 _SLEEP_SLICE = 0.2  # long paced sleeps are sliced so progress keeps moving
 
@@ -171,23 +173,22 @@ class _Sender:
         key_for: Callable[[dict[str, Any]], bytes | None],
         partitions: int,
         producer_config: Mapping[str, Any] | None,
+        security: KafkaSecurity | None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.topic_for = topic_for
         self.key_for = key_for
         self.partitions = partitions
         self.deliveries = _Deliveries()
         self.created: list[str] = []
         self._known: set[str] = set()
-        config = {**_PRODUCER_DEFAULTS, **(producer_config or {}), "bootstrap_servers": bootstrap}
+        config = {**_PRODUCER_DEFAULTS, **(producer_config or {})}
+        timeout = config.pop("bootstrap_timeout_ms", _CONNECT_TIMEOUT * 1000) / 1000
         try:
-            ping(bootstrap, config.get("bootstrap_timeout_ms", 10_000) / 1000)
+            self.producer = kafka_client(KafkaProducer, bootstrap, security, timeout=timeout, **config)
         except BrokerError as exc:
             raise ReplayError(str(exc)) from exc
-        try:
-            self.producer = KafkaProducer(**client_config(KafkaProducer, config))
-        except kafka.errors.KafkaError as exc:
-            raise ReplayError(f"cannot reach Kafka broker at {bootstrap}: {exc}") from exc
 
     def send(self, result: Decoded, line: Line, dead: DeadLetterFile) -> None:
         """Called for each event that passed decoding and the time filter, after pacing."""
@@ -195,7 +196,7 @@ class _Sender:
         topic = self.topic_for(event.event_type)
         if topic not in self._known:
             try:
-                self.created += create_topics(self.bootstrap, {topic: self.partitions})
+                self.created += create_topics(self.bootstrap, {topic: self.partitions}, security=self.security)
             except BrokerError as exc:
                 raise ReplayError(str(exc)) from exc
             self._known.add(topic)
@@ -247,6 +248,7 @@ def replay(
     until: datetime | None = None,
     deadletter: str | None = None,
     producer_config: Mapping[str, Any] | None = None,
+    security: KafkaSecurity | None = None,
     progress: bool | None = None,
     dry_run: bool = False,
     flush_timeout: float = 60.0,
@@ -258,6 +260,7 @@ def replay(
     counted as ``filtered`` (found by scanning: seeking by time is not possible in a log file).
     Missing topics are created with ``partitions`` partitions before their first record is sent.
     ``progress`` defaults to "``out`` is a terminal"; the summary line is always written to ``out``.
+    ``security`` is the settings' ``kafka`` (TLS, SASL) for every client replay makes.
 
     Raises ``ValueError`` for contradictory options, :class:`~streams.offline.logio.LogFileError` for an
     unreadable input and :class:`ReplayError` when the broker cannot be reached or does not take
@@ -270,7 +273,7 @@ def replay(
     bar = Progress("replay", out)
     bar.enabled = out.isatty() if progress is None else progress
     bar.total_bytes = sum(_uncompressed_size(Path(p)) for p in paths)
-    sender = None if dry_run else _Sender(bootstrap, topic_for, key_for, partitions, producer_config)
+    sender = None if dry_run else _Sender(bootstrap, topic_for, key_for, partitions, producer_config, security)
     started = time.monotonic()
     anchor: tuple[float, float] | None = None  # (event time, wall time) of the first event sent
     attempted = 0
