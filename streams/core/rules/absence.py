@@ -33,6 +33,7 @@ class AbsenceConfig(PairConfig):
 class AbsenceRule(Paired):
     kind = "absence"
     config_model = AbsenceConfig
+    facts = frozenset({"within"})
 
     def __init__(self, config: AbsenceConfig, lists: dict[str, list[str]]) -> None:
         super().__init__(config, lists)

@@ -32,6 +32,9 @@ EVENT_GROUPS: dict[str, tuple[str, ...]] = {
 }
 ALL_TYPES = ("request.received", *ACTION_TYPES, "data.export", "access.grant", "report.filed")
 
+# Facts the engine adds to every alert's summary, beside the rule kind's own (``Rule.facts``).
+ALERT_FACTS = frozenset({"group", "score", "severity"})
+
 State = Any  # JSON-serialisable
 Held = str | dict[str, Any]  # an event kept in state: see ``hold``
 
@@ -86,7 +89,7 @@ class RuleConfig(BaseModel):
     # observe: no alerts at all, hits only feed metrics (the request-to-action latency histogram).
     mode: Literal["live", "shadow", "observe"] = "live"
     enabled: bool = True
-    suppress: Duration | None = None  # default: the rule's window, or 1h
+    suppress: Duration | None = None  # default: the rule's window, or 1h; 0: none
 
 
 @dataclass(slots=True)
@@ -118,6 +121,8 @@ _KEEP = (
     "tags", "requester", "request_kind", "deadline_seconds", "confidential", "target", "record_count",
     "fields", "subject_regions", "destination", "grantee", "system", "scope", "remote", "category",
 )  # fmt: skip
+# What a summary, a booster or a pair's ``where`` may read: the event they see may be a held one.
+HELD_FIELDS = frozenset((*_KEEP, "target_count"))
 
 
 _last_held: list[Any] = [None, None, None]  # (view, its compact form, its held form)
@@ -169,6 +174,8 @@ class Rule(ABC):
 
     config_model: ClassVar[type[RuleConfig]]
     kind: ClassVar[str]
+    # The facts a hit of this kind carries (``Hit.facts``), which a summary may name: ``{count}``.
+    facts: ClassVar[frozenset[str]] = frozenset()
     stateful: ClassVar[bool] = True
     # True when the rule's anchors already make one incident per time bucket (no interval check).
     bucketed: ClassVar[bool] = False

@@ -25,6 +25,7 @@ class CardinalityConfig(WindowedConfig):
 class CardinalityRule(Windowed):
     kind = "cardinality"
     config_model = CardinalityConfig
+    facts = frozenset({"distinct", "window"})
 
     def __init__(self, config: CardinalityConfig, lists: dict[str, list[str]]) -> None:
         super().__init__(config, lists)

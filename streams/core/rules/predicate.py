@@ -17,12 +17,14 @@ Predicates are compiled once into closures, so evaluating one is a few dict look
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+import re2
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from streams.core.rules.duration import Duration
 
@@ -107,6 +109,28 @@ def compile_path(path: str) -> Getter:
     return get
 
 
+# User regexes run on RE2: matching takes time linear in the text, whatever the pattern, so no
+# pattern (``^(a+)+$``) and no event text can stall the engine. RE2 has no backreferences and no
+# lookaround; a pattern using them is a config error. Errors are raised, not also logged by RE2.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def compile_regex(pattern: str) -> Any:
+    """``pattern`` compiled by RE2; ValueError with the reason when it cannot be."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        try:
+            re.compile(pattern)
+        except (re.error, RecursionError, OverflowError):
+            raise ValueError(f"invalid regular expression: {reason}") from None
+        raise ValueError(
+            f"regular expression not supported in linear time (RE2: no backreferences or lookaround): {reason}"
+        ) from None
+
+
 def _timestamp(value: Any) -> float | None:
     if isinstance(value, str):
         try:
@@ -121,7 +145,19 @@ _OPS = (
     "eq_field", "ne_field", "age_lt", "age_gt",
 )  # fmt: skip
 
-Scalar = str | int | float | bool
+# Numbers in conditions and bounds are finite: NaN compares false with everything and an infinite
+# bound is never reached (or always). Bounds are non-negative too, as every number in the contract is.
+Bound = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("a number must be finite")
+    return value
+
+
+# Checked after the union, so a bad value gives one error, not one per type it is not.
+Scalar = Annotated[str | int | float | bool, AfterValidator(_finite)]
 
 
 class Condition(BaseModel):
@@ -135,11 +171,11 @@ class Condition(BaseModel):
     in_: list[Scalar] | str | None = Field(default=None, alias="in")
     not_in: list[Scalar] | str | None = None
     exists: bool | None = None
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
-    regex: str | None = None
+    gt: Bound | None = None
+    gte: Bound | None = None
+    lt: Bound | None = None
+    lte: Bound | None = None
+    regex: str | None = Field(default=None, max_length=1000)
     eq_field: str | None = None
     ne_field: str | None = None
     age_lt: Duration | None = None
@@ -149,10 +185,7 @@ class Condition(BaseModel):
     @classmethod
     def _valid_regex(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from exc
+            compile_regex(value)
         return value
 
     @model_validator(mode="after")
@@ -266,7 +299,7 @@ def _compile_condition(cond: Condition, lists: dict[str, list[str]]) -> Test:
         }[op]
         return lambda ctx: any(_is_number(v) and compare(v) for v in get(ctx))
     if op == "regex":
-        pattern = re.compile(arg)
+        pattern = compile_regex(arg)
         return lambda ctx: any(isinstance(v, str) and pattern.search(v) is not None for v in get(ctx))
     if op in ("eq_field", "ne_field"):
         other = compile_path(arg)

@@ -133,6 +133,7 @@ def pairs_deadline(state: State, within: float) -> float | None:
 class SequenceRule(Paired):
     kind = "sequence"
     config_model = SequenceConfig
+    facts = frozenset({"latency", "latency_seconds"})
 
     def __init__(self, config: SequenceConfig, lists: dict[str, list[str]]) -> None:
         super().__init__(config, lists)

@@ -31,7 +31,7 @@ from streams.core.rules.base import (
     unhold,
 )
 from streams.core.rules.duration import Duration, format_duration
-from streams.core.rules.predicate import Context, compile_path
+from streams.core.rules.predicate import Bound, Context, compile_path
 
 RESOLUTION = 240
 MAX_IDS = 50
@@ -50,8 +50,8 @@ class WindowedConfig(RuleConfig):
     select: Selector
     group_by: list[GroupKey | str] = Field(min_length=1)
     window: Duration = Field(gt=0)
-    at_least: float | None = None
-    above: float | None = None
+    at_least: Bound | None = None
+    above: Bound | None = None
 
     @model_validator(mode="after")
     def _one_bound(self) -> WindowedConfig:
@@ -174,6 +174,7 @@ def add_id(ids: list[list[Any]], ts: float, event_id: str) -> list[list[Any]] | 
 class ThresholdRule(Windowed):
     kind = "threshold"
     config_model = ThresholdConfig
+    facts = frozenset({"total", "count", "window"})
 
     def __init__(self, config: ThresholdConfig, lists: dict[str, list[str]]) -> None:
         super().__init__(config, lists)
