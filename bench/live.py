@@ -660,7 +660,7 @@ def latency(workdir: Path, rate: float, seconds: float, every: float = 0.25, wai
 def latencies(workdir: Path, rates: list[float], seconds: float) -> dict[str, Any]:
     """Detection latency of the worker as shipped at each rate (the first is the goal's), then at the
     last rate without local evaluation (one more trip through the broker per alert), and with Faust's
-    own 1,500 ms fetch wait instead of ``streams.live.faust_ext.faust_patches.FETCH_MAX_WAIT_MS``."""
+    own 1,500 ms fetch wait instead of ``streams.live.faust_ext.settings.FETCH_MAX_WAIT_MS``."""
     runs = [latency(workdir, rate, seconds) for rate in rates]
     runs.append(latency(workdir, rates[-1], seconds, faust={"local_evaluation": False},
                         variant="without local evaluation"))  # fmt: skip
