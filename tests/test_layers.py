@@ -18,11 +18,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "streams"
 ALLOWED = {
     "core": {"core"},
     "config": {"core", "config"},
+    "inputs": {"core", "config", "inputs"},
     "outputs": {"core", "config", "outputs"},
-    "offline": {"core", "config", "outputs", "offline"},
-    "live": {"core", "config", "outputs", "live"},
-    "tools": {"core", "config", "outputs", "offline", "live", "tools"},
-    "cli": {"core", "config", "outputs", "offline", "live", "tools", "cli"},
+    "offline": {"core", "config", "inputs", "outputs", "offline"},
+    "live": {"core", "config", "inputs", "outputs", "live"},
+    "tools": {"core", "config", "inputs", "outputs", "offline", "live", "tools"},
+    "cli": {"core", "config", "inputs", "outputs", "offline", "live", "tools", "cli"},
 }
 MAX_LINES = 520
 
