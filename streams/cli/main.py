@@ -417,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.cli.tuning import add_tuning_commands
 
     add_tuning_commands(sub, rules_sub, config_arg)
+    from streams.cli.inputs import add_input_commands
+
+    add_input_commands(sub)
     return parser
 
 
