@@ -49,6 +49,14 @@ def test_there_is_a_bad_config_per_mistake() -> None:
         "invalid_yaml",
         "both_bounds",
         "unknown_event_type",
+        "unknown_field_path",
+        "unknown_summary_field",
+        "field_of_another_event",
+        "backreference_regex",
+        "infinite_window",
+        "tiny_window",
+        "nan_bound",
+        "negative_bound",
     }
 
 
