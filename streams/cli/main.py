@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from streams.cli.common import UsageError, key_from_env, parse_time_arg
 from streams.config.loader import ConfigError, RuleSet, load_rules, resolve_rules_dir
+from streams.core.alerts import MIN_KEY_BYTES
 from streams.offline.logio import LogFileError
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             until=args.until,
             limits=limits,
             lateness=args.lateness,
-            pseudonymize=key_from_env(args.pseudonymize_key_env),
+            pseudonymize=key_from_env(args.pseudonymize_key_env, MIN_KEY_BYTES),
             progress=Progress("backtest"),
         )
     print_summary(result)
@@ -164,6 +165,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         since=args.since,
         until=args.until,
         deadletter=args.deadletter,
+        security=settings.kafka,
         dry_run=args.dry_run,
     )
     if stats.failed:

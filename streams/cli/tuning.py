@@ -116,11 +116,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from streams.cli.common import UsageError
     from streams.cli.common import key_from_env as _audit_key
     from streams.config.loader import load_rules
+    from streams.core.alerts import MIN_KEY_BYTES
     from streams.offline.explain import AlertNotFound, explain_ids
     from streams.offline.explain_text import render_text
 
     ruleset = load_rules(args.config)
-    key = _audit_key(args.pseudonymize_key_env)
+    key = _audit_key(args.pseudonymize_key_env, MIN_KEY_BYTES)
     try:
         explanations = explain_ids(ruleset, args.alert_ids, args.logs, pseudonymize=key, **_options(args))
     except AlertNotFound as exc:
@@ -134,12 +135,13 @@ def backtest_extras(args: argparse.Namespace, ruleset: RuleSet, result: Backtest
     and critical alerts, which the backtest does not keep: the log is replayed again, up to the last of them."""
     from streams.cli.common import UsageError
     from streams.cli.common import key_from_env as _audit_key
+    from streams.core.alerts import MIN_KEY_BYTES
     from streams.core.scoring import Severity
     from streams.offline.explain import explain_alerts
     from streams.offline.explain_text import render_text
     from streams.offline.report import ReportData, write_report
 
-    key = _audit_key(getattr(args, "pseudonymize_key_env", None))
+    key = _audit_key(getattr(args, "pseudonymize_key_env", None), MIN_KEY_BYTES)
     serious = [a.alert_id for a in result.alerts if a.severity >= Severity.HIGH]
     run = explain_alerts(ruleset, args.paths, since=args.since, until=args.until, lateness=args.lateness,
                          limits=limits, pseudonymize=key, expected=serious)  # fmt: skip

@@ -15,10 +15,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streams.config.loader import read_yaml_file
+from streams.core.alerts import MIN_KEY_BYTES
 from streams.core.events import EVENT_TYPES
 from streams.core.ruleset import ConfigError
 
@@ -96,15 +97,25 @@ class Settings(BaseSettings):
     # bundles, 1.72x before them; a third of the p99 latency at 250 events/s).
     # Off from 30 Nov 2026 00:30 until the cause of a fault-test failure with it on was found: after a
     # rebalance Faust handed the agents records from a partition's tail before seeking back to its
-    # committed offset (``streams.live.faust_ext.rebalance_patches.seek_before_resuming`` fixes that).
+    # committed offset (``streams.live.faust_ext.consumer.Consumer.perform_seek`` fixes that).
     local_evaluation: bool = True
     # Send a batch's events for another worker's keyed partition packed into one record instead of
     # one record each (bench: see Performance). A worker of a version before 30 Nov 2026 cannot read
     # such records: set false while any still runs (a rolling upgrade), then back to true.
     bundle_keyed_records: bool = True
     data_dir: str = ".modwatch"  # Faust's local data directory
-    # When set, target and data-subject ids in alerts are replaced by a keyed HMAC pseudonym.
+    # When set, the ids of targets, owners, data subjects and reporters in alerts are replaced by a
+    # keyed HMAC pseudonym (``streams.core.alerts.Pseudonymizer``). At least 32 bytes.
     pseudonymize_key: SecretStr | None = None
+
+    @field_validator("pseudonymize_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        # The message names the length, never the key (pydantic would not show a SecretStr anyway).
+        size = len(key.get_secret_value().encode("utf-8")) if key is not None else MIN_KEY_BYTES
+        if size < MIN_KEY_BYTES:
+            raise ValueError(f"the key is {size} bytes, at least {MIN_KEY_BYTES} are required")
+        return key
 
     @classmethod
     def settings_customise_sources(

@@ -155,36 +155,70 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-class Pseudonymizer:
-    """Replaces target and data-subject ids in alerts with a keyed HMAC, consistently (the same id
-    always gives the same pseudonym, so analysts can still correlate) and irreversibly without the
-    key. Employee ids (actors, grantees) stay: investigating them is the point."""
+#: A pseudonymisation key shorter than this is refused: a short key can be found by trying keys
+#: against a known id, and then every pseudonym reverses (HMAC-SHA256: 32 bytes is its output size).
+MIN_KEY_BYTES = 32
 
-    KEY_PREFIXES = ("target=", "target.id=", "target.owner_id=")
+
+class Pseudonymizer:
+    """Replaces the ids of the people the alerts are *about* with a keyed HMAC, consistently (the
+    same id always gives the same pseudonym, so analysts can still correlate) and irreversibly
+    without the key.
+
+    Persons' ids, pseudonymised: targets (``target.id``, ``targets[].id``), their owners
+    (``target.owner_id``, ``targets[].owner_id``), data subjects (they appear only as counts per region),
+    and reporters: the actor of a ``report.filed`` event is a member of the public filing a report,
+    so its ``actor.id`` is pseudonymised too (in the alert's ``actor_id``, summary and group key).
+    Group and join keys naming one of these (``target.id=``, ``target.owner_id=``, ``target=``,
+    ``targets.id=``, ``targets.owner_id=``, and ``actor.id=`` when the actor is a reporter) carry the
+    pseudonym.
+
+    Kept in clear: the employees under investigation, which is the point of the alerts: the actors
+    of moderation actions, exports, grants and requests (``actor.id``), grantees (``grantee.id``);
+    and ids that name no person (``system.id``, ``request_id``, ``ticket_id``, ``event_id``).
+    """
+
+    KEY_PREFIXES = ("target=", "target.id=", "target.owner_id=", "targets.id=", "targets.owner_id=")
+    REPORTER_EVENTS = frozenset({"report.filed"})  # event types whose actor is a reporter, not staff
 
     def __init__(self, key: bytes) -> None:
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"the pseudonymisation key must be at least {MIN_KEY_BYTES} bytes, not {len(key)}")
         self.key = key
 
     def __call__(self, value: str) -> str:
         return "p_" + hmac.new(self.key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
-    def group_key(self, key: str) -> str:
-        for prefix in self.KEY_PREFIXES:
+    @classmethod
+    def reporter(cls, view: dict[str, Any] | None) -> bool:
+        """Whether ``view``'s actor is a reporter (a person to protect) rather than an employee."""
+        return view is not None and view.get("event_type") in cls.REPORTER_EVENTS
+
+    def group_key(self, key: str, *views: dict[str, Any] | None) -> str:
+        """``key`` with the id it names pseudonymised when that id is a person's; ``views`` are the
+        events the key was taken from (an ``actor.id=`` key names a reporter when one is a report)."""
+        reporter = any(self.reporter(view) for view in views)
+        prefixes = (*self.KEY_PREFIXES, "actor.id=") if reporter else self.KEY_PREFIXES
+        for prefix in prefixes:
             if key.startswith(prefix):
                 return prefix + self(key[len(prefix) :])
         return key
 
     def view(self, view: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A copy of the event with every person's id pseudonymised (the original is not changed)."""
         if view is None:
             return None
         out = dict(view)
         target = view.get("target")
         if isinstance(target, dict):
-            out["target"] = {
-                **target,
-                **{k: self(str(target[k])) for k in ("id", "owner_id") if target.get(k) is not None},
-            }
+            out["target"] = self._person(target, ("id", "owner_id"))
         targets = view.get("targets")
         if isinstance(targets, list):
-            out["targets"] = [{**t, "id": self(str(t.get("id")))} if isinstance(t, dict) else t for t in targets]
+            out["targets"] = [self._person(t, ("id", "owner_id")) if isinstance(t, dict) else t for t in targets]
+        actor = view.get("actor")
+        if isinstance(actor, dict) and self.reporter(view):
+            out["actor"] = self._person(actor, ("id",))
         return out
+
+    def _person(self, entity: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+        return {**entity, **{k: self(str(entity[k])) for k in fields if entity.get(k) is not None}}

@@ -224,7 +224,8 @@ class Engine:
         digest = content_digest(decoded.view)
         severity = self.ruleset.scorer.integrity_severity
         key = f"event_id={event_id}"
-        actor = decoded.view.get("actor")
+        view = self.pseudo.view(decoded.view) or {} if self.pseudo is not None else decoded.view  # a reporter's id
+        actor = view.get("actor")
         actor_id = actor.get("id") if isinstance(actor, dict) else None
         alert = Alert(
             alert_id=alert_id(CONFLICT_RULE, key, first.hex() + ":" + digest.hex()),
@@ -368,7 +369,7 @@ class Engine:
 
     def _emit(self, rule: Rule, key: str, hit: Hit, entry: list[Any]) -> Alert | None:
         """Score a hit and decide: a new alert, a duplicate of one already sent, or suppressed."""
-        new_id = alert_id(rule.id, self.pseudo.group_key(key) if self.pseudo else key, hit.anchor)
+        new_id = alert_id(rule.id, self.pseudo.group_key(key, hit.view, hit.first) if self.pseudo else key, hit.anchor)
         sup = entry[1]
         if rule.config.mode == "observe":
             self._observe(hit, new_id, entry)
@@ -402,8 +403,8 @@ class Engine:
 
     def build(self, rule: Rule, key: str, hit: Hit, new_id: str) -> Alert:
         score = self.ruleset.scorer.score(rule, hit)
-        if self.pseudo is not None:
-            key = self.pseudo.group_key(key)
+        if self.pseudo is not None:  # every person's id; the employees' stay (``Pseudonymizer``)
+            key = self.pseudo.group_key(key, hit.view, hit.first)
             hit = Hit(hit.anchor, hit.ts, hit.first_seen, hit.event_ids, self.pseudo.view(hit.view) or {},
                       self.pseudo.view(hit.first), hit.facts)  # fmt: skip
         ctx = Context(hit.view, hit.ts, first=hit.first)
