@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streams.config.loader import read_yaml_file
 from streams.core.alerts import Alert
 from streams.core.decode import Decoded, decode
 from streams.core.engine import Engine, Replay
@@ -107,12 +107,7 @@ def fixture_paths(config_dir: str | Path, paths: list[str] | None = None) -> lis
 
 
 def load_fixture(path: Path) -> FixtureFile:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    raw = read_yaml_file(path, "fixture file")  # the rules' limits: regular file, size, aliases
     try:
         return FixtureFile.model_validate(raw)
     except ValidationError as exc:
