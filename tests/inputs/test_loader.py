@@ -39,7 +39,8 @@ def _with(**changes: Any) -> dict[str, Any]:
 INVALID = [
     ("unknown key", _with(colour="red"), "colour: Extra inputs are not permitted"),
     ("missing actions", _with(actions=None), "actions: Field required"),
-    ("bad event type", _with(actions={"suspend": "account.ban"}), "actions.suspend: 'account.ban' is not an event type"),
+    ("bad event type", _with(actions={"suspend": "account.ban"}),
+     "actions.suspend: 'account.ban' is not an event type"),
     ("bad conversion", _with(fields={**VALID["fields"], "actor.id": {"path": "who", "convert": "rot13"}}),
      "fields.actor.id"),
     ("not a contract field", _with(fields={**VALID["fields"], "actor.idd": {"path": "who"}}),
@@ -81,12 +82,12 @@ def test_the_valid_one_loads_and_the_id_must_be_the_file_name(tmp_path: Path) ->
 
 def test_files_that_are_not_mappings(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- a\n- b\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="list.yaml: expected a mapping"):
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping"):
         load_mapping(tmp_path / "list.yaml")
     (tmp_path / "broken.yaml").write_text("id: [\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="broken.yaml: invalid YAML"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml: invalid YAML"):
         load_mapping(tmp_path / "broken.yaml")
-    with pytest.raises(ConfigError, match="missing.yaml: no such mapping file"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: no such mapping file"):
         load_mapping(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="no such inputs directory"):
         load_mappings(tmp_path / "nowhere")

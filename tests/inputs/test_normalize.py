@@ -19,7 +19,9 @@ from streams.inputs.mapping import MappingSpec
 from streams.offline.backtest import run_backtest
 from streams.offline.normalize import format_summary, normalize
 
-REGISTER = """request_id,received_at,agency,requester_kind,jurisdiction,request_kind,targets,deadline_seconds,confidential
+REGISTER = """\
+request_id,received_at,agency,requester_kind,jurisdiction,request_kind,targets,\
+deadline_seconds,confidential
 REQ-1,2020-06-03T12:00:00Z,Ministry of State Security,government,CN,takedown,account:dissident@example.org:HK,60,true
 REQ-2,2020-06-03T13:00:00Z,A Court,court,Germany,preservation,account:x:DE,,no
 REQ-3,2020-06-03T11:00:00Z,A Court,court,Atlantis,user_data,account:x:DE,,no
