@@ -207,36 +207,6 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    from streams.outputs.audit import AuditLog, consume_alerts
-
-    settings = _settings(args)
-    log = AuditLog(args.output, key_from_env(args.hmac_key_env))
-    sys.stderr.write(f"audit: {settings.topics.alerts} -> {args.output} (continuing at entry {log.seq + 1})\n")
-    try:
-        recorded = consume_alerts(settings.bootstrap_servers, settings.topics.alerts, log, group=args.group,
-                                  idle_exit=args.exit_after_idle)  # fmt: skip
-    finally:
-        log.close()
-    sys.stderr.write(f"audit: recorded {recorded} new alerts; {log.seq} entries in {args.output}\n")
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from streams.outputs.audit import verify
-
-    if not Path(args.path).is_file():
-        raise LogFileError(f"{args.path}: no such file")
-    problems = verify(args.path, key_from_env(args.hmac_key_env))
-    for problem in problems:
-        print(f"{args.path}: {problem}")
-    if problems:
-        print(f"{args.path}: TAMPERED ({len(problems)} problem(s))")
-        return 1
-    print(f"{args.path}: intact")
-    return 0
-
-
 # -- parser ---------------------------------------------------------------------------------------
 
 
@@ -362,27 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_args(st)
     st.set_defaults(func=cmd_settings)
 
-    au = sub.add_parser(
-        "audit",
-        help="append every alert from the alerts topic to a hash-chained, tamper-evident log",
-        epilog="example:\n  modwatch audit --output alerts.audit --hmac-key-env MODWATCH_AUDIT_KEY",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    kafka_args(au)
-    au.add_argument("--output", "-o", required=True, metavar="FILE", help="audit log (appended; created if missing)")
-    au.add_argument("--hmac-key-env", metavar="VAR", help="environment variable holding the HMAC key (optional)")
-    au.add_argument("--group", default="modwatch-audit", help="consumer group (default modwatch-audit)")
-    au.add_argument("--exit-after-idle", type=float, metavar="SECONDS", help="stop after this long without alerts")
-    au.set_defaults(func=cmd_audit)
-    vf = sub.add_parser(
-        "verify",
-        help="check an audit log: reports deleted, altered, inserted or reordered entries (exit 1 if any)",
-        epilog="example:\n  modwatch verify alerts.audit --hmac-key-env MODWATCH_AUDIT_KEY",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    vf.add_argument("path", metavar="FILE")
-    vf.add_argument("--hmac-key-env", metavar="VAR", help="environment variable holding the HMAC key")
-    vf.set_defaults(func=cmd_verify)
+    from streams.cli.audit import add_audit_commands
+
+    add_audit_commands(sub)
 
     rules = sub.add_parser("rules", help="check and test the rule set")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION")
