@@ -15,10 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streams.cli import common as num
 from streams.cli.common import UsageError, key_from_env, parse_time_arg
 from streams.config.loader import ConfigError, RuleSet, load_rules, resolve_rules_dir
 from streams.core.alerts import MIN_KEY_BYTES
 from streams.offline.logio import LogFileError
+from streams.offline.outputs import OutputError
 
 if TYPE_CHECKING:
     from streams.config.settings import Settings
@@ -52,12 +54,18 @@ def _load(config: str) -> RuleSet:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from streams.core.decode import Limits
     from streams.offline.backtest import print_summary, run_backtest
+    from streams.offline.logio import check_readable
+    from streams.offline.outputs import AtomicOutput, check_outputs
     from streams.offline.progress import Progress
 
     ruleset = _load(args.config)
     limits = Limits(max_bytes=args.max_record_bytes)
     out_path = Path(args.output)
-    with out_path.open("w", encoding="utf-8") as output:
+    # Before anything is opened for writing: a refused or failing run leaves every output as it was.
+    check_readable(args.paths)
+    check_outputs(args.paths, {"--output": args.output, "--deadletter": args.deadletter, "--report": args.report,
+                               "--metrics": args.metrics})  # fmt: skip
+    with AtomicOutput(out_path) as output:
         result = run_backtest(
             args.paths,
             ruleset,
@@ -185,8 +193,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from streams.tools.generate import DEFAULT_EVENTS_PER_DAY, write_log
 
-    if args.events < 0:
-        raise UsageError("--events must be >= 0")
     try:
         written = write_log(
             args.output, args.events, seed=args.seed, incidents=args.incidents,
@@ -230,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Kafka brokers (default: $MODWATCH_BOOTSTRAP_SERVERS, the settings file, 127.0.0.1:9092)")
         p.add_argument("--settings", metavar="FILE",
                        help="service settings YAML (default: $MODWATCH_SETTINGS or config/modwatch.yaml if present)")
-        p.add_argument("--partitions", type=int, metavar="N",
+        p.add_argument("--partitions", type=num.int_at_least(1, 256), metavar="N",
                        help="partitions of the topics modwatch creates (default: settings topics.partitions, 1)")
 
     bt = sub.add_parser(
@@ -250,9 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--pseudonymize-key-env", metavar="VAR",
                     help="replace target and data-subject ids in alerts with an HMAC keyed by this variable")
     bt.add_argument("--metrics", metavar="FILE", help="write the run's metrics in Prometheus textfile format")
-    bt.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
+    bt.add_argument("--lateness", type=num.non_negative_float, default=300.0, metavar="SECONDS",
                     help="allowed out-of-order lateness in event time (default 300)")  # fmt: skip
-    bt.add_argument("--max-record-bytes", type=int, default=1024 * 1024, metavar="N",
+    bt.add_argument("--max-record-bytes", type=num.int_at_least(1024), default=1024 * 1024, metavar="N",
                     help="reject lines longer than N bytes (default 1 MiB)")  # fmt: skip
     bt.add_argument("--report", metavar="FILE", help="also write a self-contained HTML report (charts, explanations)")
     bt.add_argument("--explain", action="store_true", help="after the summary, explain every high/critical alert")
@@ -284,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("paths", nargs="+", metavar="PATH")
     kafka_args(rp)
-    rp.add_argument("--speed", type=float, metavar="X", help="X times faster than event time (60: an hour a minute)")
-    rp.add_argument("--rate", type=float, metavar="N", help="replay at N events per second")
+    rp.add_argument("--speed", type=num.positive_float, metavar="X",
+                    help="X times faster than event time (60: an hour a minute)")
+    rp.add_argument("--rate", type=num.positive_float, metavar="N", help="replay at N events per second")
     rp.add_argument("--since", type=parse_time_arg, metavar="T", help="skip events before T (RFC 3339)")
     rp.add_argument("--until", type=parse_time_arg, metavar="T", help="skip events at or after T (RFC 3339)")
     rp.add_argument("--deadletter", metavar="FILE", help="where to write rejected lines (default: count only)")
@@ -301,10 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_arg(dm)
     dm.add_argument("--log", default="examples/events.jsonl", metavar="PATH", help="event log to replay")
-    dm.add_argument("--speed", type=float, metavar="X", help="replay speed (default: as fast as possible)")
-    dm.add_argument("--exit-after-idle", type=float, metavar="SECONDS",
+    dm.add_argument("--speed", type=num.positive_float, metavar="X", help="replay speed (default: as fast as possible)")
+    dm.add_argument("--exit-after-idle", type=num.positive_float, metavar="SECONDS",
                     help="stop once no alert arrived for this long after the replay (default: until Ctrl-C)")
-    dm.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="metrics port (0: a free one)")
+    dm.add_argument("--metrics-port", type=num.port_number, default=9464, metavar="PORT",
+                    help="metrics port (0: a free one)")
     dm.set_defaults(func=cmd_demo)
 
     gen = sub.add_parser(
@@ -316,10 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  modwatch generate --events 600 --seed 7 --incidents --events-per-day 15 --output examples/events.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    gen.add_argument("--events", type=int, required=True, metavar="N")
+    gen.add_argument("--events", type=num.non_negative_int, required=True, metavar="N")
     gen.add_argument("--seed", type=int, default=0, metavar="S")
     gen.add_argument("--incidents", action="store_true", help="inject the case's patterns")
-    gen.add_argument("--events-per-day", type=float, metavar="R", help="event-time density (default ~2,740: 1M a year)")
+    gen.add_argument("--events-per-day", type=num.positive_float, metavar="R",
+                     help="event-time density (default ~2,740: 1M a year)")
     gen.add_argument("--output", "-o", required=True, metavar="FILE", help="JSONL output (.gz to compress)")
     gen.set_defaults(func=cmd_generate)
 
@@ -388,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         if "config" in vars(args) and func is not cmd_worker:  # the worker weighs its settings file too
             args.config = _rules_dir(args.config)
         return func(args)
-    except (ConfigError, LogFileError, UsageError) as exc:
+    except (ConfigError, LogFileError, OutputError, UsageError) as exc:
         sys.stderr.write(f"modwatch: {exc}\n")
         return 2
     except BrokenPipeError:

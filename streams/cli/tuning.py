@@ -33,13 +33,14 @@ event time, the rule's condition, and the score booster by booster."""
 
 
 def _range_args(p: argparse.ArgumentParser) -> None:
+    from streams.cli.common import int_at_least, non_negative_float
     from streams.cli.common import parse_time_arg as _time
 
     p.add_argument("--since", type=_time, metavar="T", help="skip events before T (RFC 3339), as backtest did")
     p.add_argument("--until", type=_time, metavar="T", help="skip events at or after T (RFC 3339), as backtest did")
-    p.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
+    p.add_argument("--lateness", type=non_negative_float, default=300.0, metavar="SECONDS",
                    help="allowed out-of-order lateness in event time, as backtest used (default 300)")  # fmt: skip
-    p.add_argument("--max-record-bytes", type=int, default=1024 * 1024, metavar="N",
+    p.add_argument("--max-record-bytes", type=int_at_least(1024), default=1024 * 1024, metavar="N",
                    help="reject lines longer than N bytes, as backtest did (default 1 MiB)")  # fmt: skip
 
 
@@ -72,7 +73,10 @@ def add_tuning_commands(
                       help="a rules directory; give it twice: first A (e.g. current), then B (the change)")  # fmt: skip
     diff.add_argument("paths", nargs="+", metavar="LOG", help="event logs (JSONL, plain or .gz)")
     _range_args(diff)
-    diff.add_argument("--limit", type=int, default=50, metavar="N", help="alerts listed per section (0: all)")
+    from streams.cli.common import non_negative_int
+
+    diff.add_argument("--limit", type=non_negative_int, default=50, metavar="N",
+                      help="alerts listed per section (0: all)")
     diff.add_argument("--exit-code", action="store_true", help="exit 1 when the alerts differ (for CI)")
     diff.set_defaults(func=cmd_rules_diff)
 
@@ -139,7 +143,8 @@ def backtest_extras(args: argparse.Namespace, ruleset: RuleSet, result: Backtest
     from streams.core.scoring import Severity
     from streams.offline.explain import explain_alerts
     from streams.offline.explain_text import render_text
-    from streams.offline.report import ReportData, write_report
+    from streams.offline.outputs import AtomicOutput, OutputError
+    from streams.offline.report import ReportData, render_report
 
     key = _audit_key(getattr(args, "pseudonymize_key_env", None), MIN_KEY_BYTES)
     serious = [a.alert_id for a in result.alerts if a.severity >= Severity.HIGH]
@@ -154,7 +159,9 @@ def backtest_extras(args: argparse.Namespace, ruleset: RuleSet, result: Backtest
         period = (run.first_ts, run.last_ts) if run.first_ts is not None and run.last_ts is not None else None
         data = ReportData(result, run.explanations, list(args.paths), ruleset.source, period)
         try:
-            write_report(args.report, data)
-        except OSError as exc:
-            raise UsageError(f"{args.report}: cannot write the report: {exc.strerror or exc}") from None
+            with AtomicOutput(args.report) as fh:  # a failed report leaves the previous one
+                fh.write(render_report(data))
+        except (OSError, OutputError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split(": ")[-1]
+            raise UsageError(f"{args.report}: cannot write the report: {detail}") from None
         sys.stderr.write(f"report written to {args.report}\n")

@@ -15,6 +15,7 @@ from streams.core.decode import DEFAULT_LIMITS, ID_CONFLICT, Decoded, Limits, Re
 from streams.core.engine import Engine, Replay
 from streams.core.ruleset import RuleSet
 from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines, total_size
+from streams.offline.outputs import check_outputs
 from streams.offline.progress import Progress
 
 
@@ -27,6 +28,7 @@ class BacktestResult:
     elapsed: float = 0.0
     engine: Engine | None = None
     line: Line | None = None  # the line of the event last decoded (to dead-letter an id conflict)
+    unwritten: int = 0  # rejected lines not written: the dead-letter file reached its size cap
 
     @property
     def late(self) -> int:
@@ -51,7 +53,8 @@ def decoded_events(
     hi = until.timestamp() if until else float("inf")
     for line in lines:
         result.read += 1
-        out = decode(line.raw, limits, now=now)
+        # An over-long line was never held (logio): it is rejected by the length it had.
+        out = decode(line.raw, limits, now=now) if line.oversize is None else line.oversize.rejected(limits.max_bytes)
         if not isinstance(out, Decoded):
             result.rejected[out.reason] += 1
             deadletters.write(line, out)
@@ -80,10 +83,11 @@ def run_backtest(
     """Run every event of ``paths`` through a fresh engine. Alerts are written to ``output`` as
     they fire, one JSON object per line, in a deterministic order."""
     check_readable(paths)
+    check_outputs(paths, {"deadletter": deadletter})
     replay = Replay(Engine(ruleset, lateness=lateness, pseudonymize=pseudonymize))
     result = BacktestResult(engine=replay.engine)
     started = time.monotonic()
-    lines = iter_lines(paths)
+    lines = iter_lines(paths, limits.max_bytes)
     if progress is not None:
         lines = progress.wrap_lines(lines, total_size(paths))
     with DeadLetterFile(deadletter) as deadletters:
@@ -99,6 +103,7 @@ def run_backtest(
                     output.write(alert.to_json() + "\n")
                 if on_alert is not None:
                     on_alert(alert)
+    result.unwritten = deadletters.unwritten
     if progress is not None:
         progress.done()
     result.elapsed = time.monotonic() - started
@@ -118,6 +123,8 @@ def print_summary(result: BacktestResult, out: TextIO | None = None) -> None:
     )
     for reason, count in sorted(result.rejected.items()):
         out.write(f"  rejected {reason}: {count:,}\n")
+    if result.unwritten:
+        out.write(f"  not written to the dead-letter file (it reached its size cap): {result.unwritten:,}\n")
     out.write(f"alerts: {len(result.alerts):,}  suppressed: {sum(stats.suppressed.values()):,}  ")
     out.write(f"rule errors: {sum(stats.rule_errors.values()):,}  ({result.elapsed:.1f}s, {rate:,.0f} events/s)\n")
     by_rule: dict[str, Counter[str]] = {}

@@ -156,7 +156,7 @@ def replay(
     replay = Replay(engine)
     out = Replayed(engine=engine, records=engine.records)
     tally = BacktestResult(engine=engine)
-    lines = iter_lines(paths)
+    lines = iter_lines(paths, limits.max_bytes)
     with DeadLetterFile(None) as deadletters:
         for decoded in decoded_events(lines, tally, deadletters, limits, since, until):
             out.events += 1
@@ -209,7 +209,7 @@ def collect_events(
     found: dict[str, tuple[float, dict[str, Any]]] = {}
     lo = since.timestamp() if since else float("-inf")
     hi = until.timestamp() if until else float("inf")
-    for line in iter_lines(paths):
+    for line in iter_lines(paths, limits.max_bytes):
         if len(found) == len(wanted):
             break
         match = _EVENT_ID.search(line.raw)

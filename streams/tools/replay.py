@@ -27,8 +27,9 @@ import kafka.errors
 from kafka import KafkaProducer
 
 from streams.config.kafka import BrokerError, create_topics, kafka_client
-from streams.core.decode import Decoded, Rejected, decode
-from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines
+from streams.core.decode import Decoded, Rejected
+from streams.offline.logio import DeadLetterFile, Line, check_readable, decode_line, iter_lines
+from streams.offline.outputs import check_outputs
 from streams.offline.progress import Progress
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class ReplayStats:
     by_topic: dict[str, int] = field(default_factory=dict)
     topics_created: list[str] = field(default_factory=list)
     bytes_read: int = 0
+    unwritten: int = 0  # rejected lines not written: the dead-letter file reached its size cap
     elapsed: float = 0.0
     dry_run: bool = False
 
@@ -92,6 +94,8 @@ class ReplayStats:
             + (f" ({reasons})" if reasons else "")
             + f"; filtered {self.filtered}"
         )
+        if self.unwritten:
+            text += f"\nreplay: {self.unwritten} rejected lines were not written: the dead-letter file reached its cap"
         if self.failed:
             text += (
                 f"\nreplay: {self.failed} events were not acknowledged by the broker "
@@ -269,6 +273,7 @@ def replay(
     _check_options(speed, rate, partitions)
     lo, hi = _bound(since, "since"), _bound(until, "until")
     check_readable(paths)
+    check_outputs(paths, {"deadletter": deadletter})
     stats = ReplayStats(dry_run=dry_run)
     bar = Progress("replay", out)
     bar.enabled = out.isatty() if progress is None else progress
@@ -282,8 +287,8 @@ def replay(
         with DeadLetterFile(deadletter) as dead:
             for line in iter_lines(paths):
                 stats.lines += 1
-                stats.bytes_read += len(line.raw) + 1
-                result = decode(line.raw)
+                stats.bytes_read += line.size + 1
+                result = decode_line(line)
                 if isinstance(result, Rejected):
                     stats.rejected[result.reason] = stats.rejected.get(result.reason, 0) + 1
                     dead.write(line, result)
@@ -307,6 +312,7 @@ def replay(
             if sender is not None:
                 sender.flush(flush_timeout)
                 sender.write_failures(dead)
+            stats.unwritten = dead.unwritten
         aborted = False
     finally:
         if sender is None:
