@@ -431,9 +431,10 @@ class Engine:
         return alert
 
     def _rule_error(self, rule: Rule, view: dict[str, Any]) -> None:
-        # Ids only: events carry personal data and must not end up in logs.
+        # Ids only: events carry personal data and must not end up in logs. The id as its repr: it is
+        # event text, and a terminal tailing the log would obey the escape sequences it may hold.
         self.stats.rule_errors[rule.id] += 1
-        log.exception("rule %s failed on event %s", rule.id, view.get("event_id"))
+        log.exception("rule %s failed on event %r", rule.id, view.get("event_id"))
 
     def state_size(self, shard: Shard) -> Counter[str]:
         """Number of keys holding state, per rule (for metrics and the bounded-state tests)."""
