@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from streams.cli.audit import main
+from streams.cli.main import main
 from streams.outputs.audit import GENESIS, AuditError, AuditLog, default_checkpoint, entry_hash, entry_mac, verify
 
 KEY = b"audit-key"
@@ -398,3 +398,10 @@ def test_audit_consumes_the_alerts_topic_once_per_alert(broker, unique_prefix, t
     assert log.rejected == {"no alert_id": 1, "not JSON": 2} and log.duplicates == 1
     assert [json.loads(line)["alert"]["alert_id"] for line in lines(path)[1:]] == ["a001", "a002", "a003", "a004"]
     assert verify(path, b"k", default_checkpoint(path)) == []
+
+
+def test_modwatch_registers_audit_and_verify_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, example in [("audit", "modwatch audit --output"), ("verify", "modwatch verify alerts.audit")]:
+        assert main([command, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "--checkpoint FILE" in text and example in text
