@@ -57,9 +57,10 @@ def records(lines: Iterable[LineLike], fmt: str, limits: Limits = DEFAULT_LIMITS
 
 def _json_records(lines: Iterable[LineLike], limits: Limits) -> Iterator[RawRecord]:
     for line in lines:
-        if len(line.raw) > limits.max_bytes:
-            yield RawRecord(line.path, line.number, line.raw, error=Rejected(TOO_LARGE, f"line is {len(line.raw)} "
-                            f"bytes, limit {limits.max_bytes}"))  # fmt: skip
+        # logio keeps no bytes of an over-long line (``oversize`` set, ``raw`` empty)
+        if len(line.raw) > limits.max_bytes or getattr(line, "oversize", None) is not None:
+            yield RawRecord(line.path, line.number, line.raw,
+                            error=Rejected(TOO_LARGE, f"line over the limit of {limits.max_bytes} bytes"))
             continue
         try:
             value = orjson.loads(line.raw)

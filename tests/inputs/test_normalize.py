@@ -135,3 +135,13 @@ def test_input_commands(logs: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
     capsys.readouterr()
     assert main(["inputs", "test", "--inputs", str(broken), "okta"]) == 1
     assert "FAIL okta" in capsys.readouterr().out
+
+
+def test_an_over_long_line_is_a_too_large_dead_letter(tmp_path: Path) -> None:
+    path = tmp_path / "okta.jsonl"
+    path.write_text(_okta("u-1", "2020-06-03T12:00:20Z") + "\n" + json.dumps({"pad": "x" * 5000}) + "\n")
+    from streams.core.decode import Limits
+
+    result = normalize([("okta", str(path))], load_mappings(bundled_inputs_dir()), io.StringIO(),
+                       limits=Limits(max_bytes=2048))  # fmt: skip
+    assert dict(result.sources[0].rejected) == {"too_large": 1} and result.written == 1
