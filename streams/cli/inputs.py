@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streams.cli.common import UsageError
+from streams.cli.common import UsageError, int_at_least
 
 if TYPE_CHECKING:
     from streams.inputs import Mapping
@@ -82,12 +82,17 @@ def _parse_input(text: str) -> tuple[str, str]:
 
 def cmd_normalize(args: argparse.Namespace) -> int:
     from streams.core.decode import Limits
+    from streams.offline.logio import check_readable
     from streams.offline.normalize import format_summary, normalize
+    from streams.offline.outputs import AtomicOutput, check_outputs
 
     _, mappings = _mappings(args)
     out_path = Path(args.output)
+    paths = [path for _, path in args.input]
+    check_readable(paths)  # before anything is opened for writing: a failed run leaves the outputs as they were
+    check_outputs(paths, {"--output": args.output, "--deadletter": args.deadletter})
     try:
-        with out_path.open("w", encoding="utf-8") as output:
+        with AtomicOutput(out_path) as output:
             result = normalize(args.input, mappings, output, deadletter=args.deadletter,
                                limits=Limits(max_bytes=args.max_record_bytes))  # fmt: skip
     except ValueError as exc:
@@ -136,6 +141,6 @@ def add_input_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     norm.add_argument("--inputs", metavar="DIR", help=INPUTS_HELP)
     norm.add_argument("--output", "-o", required=True, metavar="FILE", help="where to write the events (JSONL)")
     norm.add_argument("--deadletter", metavar="FILE", help="where to write rejected records with their reasons")
-    norm.add_argument("--max-record-bytes", type=int, default=1024 * 1024, metavar="N",
+    norm.add_argument("--max-record-bytes", type=int_at_least(1024), default=1024 * 1024, metavar="N",
                       help="reject raw records and events longer than N bytes (default 1 MiB)")  # fmt: skip
     norm.set_defaults(func=cmd_normalize)

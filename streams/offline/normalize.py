@@ -13,6 +13,7 @@ a k-way merge of per-source sorted runs, is not done yet).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -55,7 +56,8 @@ def normalize(inputs: list[tuple[str, str]], mappings: dict[str, Mapping], outpu
             mapping, source = mappings[name], SourceStats(name, path)
             stats.append(source)
             position = 0
-            for raw in records(iter_lines([path]), mapping.format, limits):
+            lines = _held(iter_lines([path], limits.max_bytes), name, source, dead, limits)
+            for raw in records(lines, mapping.format, limits):
                 source.read += 1
                 line = Line(raw.path, raw.number, raw.raw)
                 outcomes = [raw.error] if raw.error is not None else mapping.map(raw.record, name, limits, now)
@@ -74,6 +76,20 @@ def normalize(inputs: list[tuple[str, str]], mappings: dict[str, Mapping], outpu
     for *_, text in pending:
         output.write(text + "\n")
     return NormalizeResult(stats, len(pending))
+
+
+def _held(lines: Iterator[Line], name: str, source: SourceStats, dead: DeadLetterFile,
+          limits: Limits) -> Iterator[Line]:  # fmt: skip
+    """The lines the reader parses. An over-long line was never held (``iter_lines`` keeps its length and
+    digest only): it is a ``too_large`` dead letter here."""
+    for line in lines:
+        if line.oversize is None:
+            yield line
+            continue
+        source.read += 1
+        rejected = line.oversize.rejected(limits.max_bytes)
+        source.rejected[rejected.reason] += 1
+        dead.write(line, Rejected(rejected.reason, f"{name}: {rejected.detail}"))
 
 
 def format_summary(result: NormalizeResult, top: int = 10) -> list[str]:

@@ -13,10 +13,10 @@ from streams.offline.logio import Line
 class Progress:
     """Rate, percentage and ETA by bytes read; redrawn at most ``hz`` times a second."""
 
-    def __init__(self, label: str, out: TextIO = sys.stderr, hz: float = 5.0, force: bool = False) -> None:
+    def __init__(self, label: str, out: TextIO | None = None, hz: float = 5.0, force: bool = False) -> None:
         self.label = label
-        self.out = out
-        self.enabled = force or (hasattr(out, "isatty") and out.isatty())
+        self.out = sys.stderr if out is None else out  # looked up now: sys.stderr may have been replaced
+        self.enabled = force or (hasattr(self.out, "isatty") and self.out.isatty())
         self.interval = 1.0 / hz
         self.started = time.monotonic()
         self._last = 0.0
