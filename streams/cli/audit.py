@@ -71,7 +71,6 @@ def add_audit_commands(sub: Any) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from streams.config.kafka import kafka_python_config
     from streams.config.settings import load_settings
     from streams.outputs.audit import AuditError, AuditLog, consume_alerts, default_checkpoint
 
@@ -88,7 +87,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                      f"checkpoint {checkpoint})\n")  # fmt: skip
     try:
         consume_alerts(settings.bootstrap_servers, settings.topics.alerts, log, group=args.group,
-                       idle_exit=args.exit_after_idle, security=kafka_python_config(settings.kafka))  # fmt: skip
+                       idle_exit=args.exit_after_idle, security=settings.kafka)  # fmt: skip
     finally:
         log.close()
         sys.stderr.write(f"audit: {log.summary()}\n")

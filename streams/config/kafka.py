@@ -349,7 +349,3 @@ def kafka_client_kwargs(security: KafkaSecurity | None) -> dict[str, Any]:
             sasl_plain_password=security.sasl_password.get_secret_value() if security.sasl_password else None,
         )
     return config
-
-
-#: The former name, still imported by ``streams.cli.audit``: the same function.
-kafka_python_config = kafka_client_kwargs

@@ -42,7 +42,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.outputs.audit_format import (
     FORMAT,
@@ -64,6 +64,9 @@ from streams.outputs.audit_format import (
     read_log,
     write_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from streams.config.settings import KafkaSecurity
 
 __all__ = ["AuditError", "AuditLog", "Checkpoint", "Problem", "Report", "check", "consume_alerts", "default_checkpoint",
            "entry_hash", "entry_mac", "header_hash", "read_checkpoint", "verify"]  # fmt: skip
@@ -319,21 +322,23 @@ def _link_problem(number: int, seq: int, prev_seq: int, counts: Counter[int], la
 
 
 def consume_alerts(bootstrap: str, topic: str, log: AuditLog, group: str = "modwatch-audit",
-                   idle_exit: float | None = None, security: dict[str, Any] | None = None) -> int:  # fmt: skip
+                   idle_exit: float | None = None, security: KafkaSecurity | None = None) -> int:  # fmt: skip
     """Append alerts from the topic; sync the log (and its checkpoint) before committing offsets.
     Returns how many new alerts were recorded; messages that are not alerts with an id are counted
     on ``log.rejected``. Runs until interrupted, or until idle for ``idle_exit`` seconds.
-    ``security`` is the kafka-python TLS/SASL configuration from the settings."""
+    ``security`` is the settings' ``kafka`` (TLS, SASL); a broker that does not answer is a
+    ``BrokerError`` within seconds (``streams.config.kafka.kafka_client``), not an endless retry."""
     import time
 
     from kafka import KafkaConsumer
 
-    from streams.config.kafka import GROUP_SETTINGS
+    from streams.config.kafka import GROUP_SETTINGS, kafka_client
 
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-        auto_offset_reset="earliest", **GROUP_SETTINGS, **(security or {}),
+    consumer = kafka_client(
+        KafkaConsumer, bootstrap, security, group_id=group, enable_auto_commit=False,
+        auto_offset_reset="earliest", **GROUP_SETTINGS,
     )  # fmt: skip
+    consumer.subscribe([topic])
     recorded = 0
     last = time.monotonic()
     try:

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -173,6 +174,17 @@ def test_replay_command_uses_the_environment_security(
 ) -> None:
     started = time.monotonic()
     assert main(["replay", EXAMPLE]) == 2
+    assert time.monotonic() - started < BOUND
+    err = capsys.readouterr().err
+    assert f"modwatch: cannot reach Kafka broker at {recorder.bootstrap} ({env_security})" in err
+    assert "s3cret" not in err
+    recorder.assert_tls_only()
+@pytest.mark.parametrize("env_security", PROTOCOLS, indirect=True)
+def test_audit_command_uses_the_environment_security(
+    recorder: Recorder, env_security: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    assert main(["audit", "--output", str(tmp_path / "alerts.audit"), "--exit-after-idle", "1"]) == 2
     assert time.monotonic() - started < BOUND
     err = capsys.readouterr().err
     assert f"modwatch: cannot reach Kafka broker at {recorder.bootstrap} ({env_security})" in err

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streams.cli.main import main
-from streams.config.kafka import kafka_python_config
+from streams.config.kafka import kafka_client_kwargs
 from streams.config.loader import load_rules
 from streams.config.settings import Settings, load_settings
 from streams.offline.backtest import run_backtest
@@ -33,7 +33,7 @@ def test_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     out = capsys.readouterr().out
     assert "hunter2" not in out and "another-secret" not in out and "**********" in out
     assert "SCRAM-SHA-512" in out
-    config = kafka_python_config(settings.kafka)
+    config = kafka_client_kwargs(settings.kafka)
     assert config["sasl_plain_password"] == "hunter2-very-secret"  # only handed to the client
     assert config["security_protocol"] == "SASL_SSL" and config["sasl_mechanism"] == "SCRAM-SHA-512"
 

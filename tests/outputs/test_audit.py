@@ -365,8 +365,9 @@ def test_the_audit_command_uses_the_kafka_security_settings(
     argv = ["audit", "--output", str(out), "--bootstrap-servers", "kafka:9093", "--settings", str(settings)]
     assert main(argv) == 0
     assert seen["bootstrap"] == "kafka:9093"
-    assert seen["security"]["security_protocol"] == "SASL_PLAINTEXT"
-    assert seen["security"]["sasl_plain_username"] == "auditor" and seen["security"]["sasl_plain_password"] == "s3cret"
+    security = seen["security"]  # the settings' KafkaSecurity: consume_alerts builds its client from it
+    assert security.security_protocol == "SASL_PLAINTEXT" and security.sasl_username == "auditor"
+    assert security.sasl_password.get_secret_value() == "s3cret"
     assert "REJECTED 1 (no alert_id: 1)" in capsys.readouterr().err
     assert verify(out, None, default_checkpoint(out)) == []
 
