@@ -62,6 +62,19 @@ class Topics(BaseModel):
             raise ValueError(f"no topic configured for event type {event_type!r}") from None
 
 
+class ZoomWebhook(BaseModel):
+    """``modwatch receive zoom``: the app's webhook Secret Token and the bounds of what is accepted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret_token: SecretStr | None = None  # Zoom Marketplace, the app's Event Subscriptions: Secret Token
+    # A request whose x-zm-request-timestamp is further than this from the clock (either way) is refused.
+    max_age_seconds: float = Field(default=300.0, gt=0, le=3600)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Zoom waits 3 s for an answer: a record not acknowledged by the broker by then is answered 503.
+    produce_timeout_seconds: float = Field(default=2.5, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODWATCH_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -70,6 +83,7 @@ class Settings(BaseSettings):
     rules_dir: str = "config"
     kafka: KafkaSecurity = KafkaSecurity()
     topics: Topics = Topics()
+    zoom: ZoomWebhook = ZoomWebhook()
     lateness_seconds: float = Field(default=300.0, ge=0)
     # An input partition silent this long stops holding the watermark back.
     idle_source_seconds: float = Field(default=10.0, gt=0)
