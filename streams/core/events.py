@@ -50,9 +50,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+# Who acts or is granted access. Directories know more kinds than the sources: a contractor, a
+# service account, a bot (docs/inputs.md "Context"); scoring.yaml says how each counts.
+ActorKind = Literal["employee", "contractor", "service_account", "bot", "system", "user", "partner"]
+
+
 class Actor(_Model):
     id: Id
-    kind: Literal["employee", "system", "user", "partner"]
+    kind: ActorKind
     region: Region
     role: Text | None = None
     created_at: Timestamp | None = None
@@ -80,7 +85,7 @@ class Destination(_Model):
 
 class Grantee(_Model):
     id: Id
-    kind: Literal["employee", "system", "user", "partner"]
+    kind: ActorKind
     region: Region
 
 
