@@ -162,6 +162,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.speed is not None and args.rate is not None:
         raise UsageError("give --speed or --rate, not both")
+    if args.input:
+        from streams.cli.receive import cmd_replay_raw
+
+        return cmd_replay_raw(args, settings)
+    if not args.paths:
+        raise UsageError("give event logs (PATH ...) or raw logs (--input NAME=PATH)")
     stats = replay(
         args.paths,
         settings.bootstrap_servers,
@@ -285,10 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
         "with the Kafka timestamp set to occurred_at and the event type in a header. Invalid lines are "
         "never sent: they go to --deadletter.",
         epilog="examples:\n  modwatch replay examples/events.jsonl --bootstrap-servers 127.0.0.1:9092\n"
-        "  modwatch replay last-year.jsonl.gz --speed 3600 --since 2020-06-01T00:00:00Z",
+        "  modwatch replay last-year.jsonl.gz --speed 3600 --since 2020-06-01T00:00:00Z\n"
+        "  modwatch replay --input zoom-webhook=zoom.jsonl --input okta=okta.jsonl.gz --speed 60",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    rp.add_argument("paths", nargs="+", metavar="PATH")
+    rp.add_argument("paths", nargs="*", metavar="PATH")
     kafka_args(rp)
     rp.add_argument("--speed", type=num.positive_float, metavar="X",
                     help="X times faster than event time (60: an hour a minute)")
@@ -299,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--dry-run", action="store_true", help="validate and count, send nothing")
     rp.add_argument("--strict", action="store_true", help="exit 1 if any line was rejected")
     rp.set_defaults(func=cmd_replay)
+    from streams.cli.receive import add_raw_replay_arguments, add_receive_commands
+
+    add_raw_replay_arguments(rp)
+    add_receive_commands(sub)
 
     dm = sub.add_parser(
         "demo",

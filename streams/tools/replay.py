@@ -6,34 +6,58 @@ original bytes) to ``topic_for(event_type)`` with key ``key_for(view)``, Kafka t
 ``occurred_at`` and the headers ``event_type`` and ``event_id``, so that consumers see event time,
 not replay time.
 
-Pacing: as fast as the broker takes it (default), ``speed`` (event-time gaps divided by ``speed``,
-measured from the first sent event: 60 replays an hour a minute), or ``rate`` (events per second).
+Raw sources (``replay_raw``, ``modwatch replay --input NAME=PATH``): each raw record of a source's log
+is produced to ``modwatch.raw.<NAME>`` as that source would deliver it, with the Kafka timestamp of its
+event time, found by mapping it with the mapping ``NAME`` (``streams.inputs``). The value is the
+record as JSON: a line holding one JSON value is sent unchanged, an item of a line holding an array
+and a CSV row (header -> cell) are serialised. The key is the value's sha256 (32 hex characters, as
+``modwatch receive zoom`` keys what Zoom posts), the header ``source`` names the input. A record the
+mapping rejects (no time, a failed conversion...) goes to the dead-letter file with its reason and is
+not sent. A record whose actions are all dropped (unmapped, or ``drop_when``) is sent, with the time
+the mapping's ``time`` reads from it: a real source delivers it too, and the consumer drops and counts
+it; one without a readable time is a ``missing_time`` dead letter. Several sources are interleaved in
+event time, each in its own file's order.
+
+Pacing, for both: as fast as the broker takes it (default), ``speed`` (event-time gaps divided by
+``speed``, measured from the first sent record: 60 replays an hour a minute), or ``rate`` (records
+per second).
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import struct
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import kafka.errors
+import orjson
 from kafka import KafkaProducer
 
 from streams.config.kafka import BrokerError, create_topics, kafka_client
-from streams.core.decode import Decoded, Rejected
+from streams.core.decode import DEFAULT_LIMITS, Limits, Rejected
+from streams.inputs import Dropped, Mapped, records
+from streams.inputs.convert import ConversionError
+from streams.inputs.expr import Compiled, Scope, compile_expr, compile_path
+from streams.inputs.mapping import MISSING_TIME
 from streams.offline.logio import DeadLetterFile, Line, check_readable, decode_line, iter_lines
 from streams.offline.outputs import check_outputs
 from streams.offline.progress import Progress
 
 if TYPE_CHECKING:
     from streams.config.settings import KafkaSecurity
+    from streams.inputs import Mapping as InputMapping
+
+#: Raw records of source NAME go to ``RAW_TOPIC_PREFIX + NAME``.
+RAW_TOPIC_PREFIX = "modwatch.raw."
 
 #: Reason written to the dead-letter file for a valid event the broker did not accept.
 SEND_FAILED = "send_failed"
@@ -67,6 +91,7 @@ class ReplayStats:
     sent: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     filtered: int = 0
+    dropped: int = 0  # raw records sent although every action in them is dropped (unmapped, drop_when)
     failed: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
     topics_created: list[str] = field(default_factory=list)
@@ -93,6 +118,7 @@ class ReplayStats:
             f"({self.rate:,.0f} events/s); rejected {self.rejected_total}"
             + (f" ({reasons})" if reasons else "")
             + f"; filtered {self.filtered}"
+            + (f"; {self.dropped} of them with only dropped actions" if self.dropped else "")
         )
         if self.unwritten:
             text += f"\nreplay: {self.unwritten} rejected lines were not written: the dead-letter file reached its cap"
@@ -156,7 +182,9 @@ def _bound(value: datetime | None, name: str) -> float | None:
     return value.timestamp()
 
 
-def _check_options(speed: float | None, rate: float | None, partitions: int) -> None:
+def _check_options(speed: float | None, rate: float | None, partitions: int, since: datetime | None,
+                   until: datetime | None) -> None:  # fmt: skip
+    _bound(since, "since"), _bound(until, "until")
     if speed is not None and rate is not None:
         raise ValueError("speed and rate are mutually exclusive")
     if speed is not None and not speed > 0:
@@ -173,16 +201,12 @@ class _Sender:
     def __init__(
         self,
         bootstrap: str,
-        topic_for: Callable[[str], str],
-        key_for: Callable[[dict[str, Any]], bytes | None],
         partitions: int,
         producer_config: Mapping[str, Any] | None,
         security: KafkaSecurity | None,
     ) -> None:
         self.bootstrap = bootstrap
         self.security = security
-        self.topic_for = topic_for
-        self.key_for = key_for
         self.partitions = partitions
         self.deliveries = _Deliveries()
         self.created: list[str] = []
@@ -194,10 +218,9 @@ class _Sender:
         except BrokerError as exc:
             raise ReplayError(str(exc)) from exc
 
-    def send(self, result: Decoded, line: Line, dead: DeadLetterFile) -> None:
-        """Called for each event that passed decoding and the time filter, after pacing."""
-        event = result.event
-        topic = self.topic_for(event.event_type)
+    def send(self, topic: str, line: Line, value: bytes, key: bytes | None, ts: float,
+             headers: list[tuple[str, bytes]], dead: DeadLetterFile) -> None:  # fmt: skip
+        """Called for each record that passed decoding (or mapping) and the time filter, after pacing."""
         if topic not in self._known:
             try:
                 self.created += create_topics(self.bootstrap, {topic: self.partitions}, security=self.security)
@@ -205,13 +228,7 @@ class _Sender:
                 raise ReplayError(str(exc)) from exc
             self._known.add(topic)
         try:
-            future = self.producer.send(
-                topic,
-                value=line.raw,
-                key=self.key_for(result.view),
-                timestamp_ms=round(result.ts * 1000),
-                headers=[("event_type", event.event_type.encode()), ("event_id", event.event_id.encode())],
-            )
+            future = self.producer.send(topic, value=value, key=key, timestamp_ms=round(ts * 1000), headers=headers)
         except kafka.errors.MessageSizeTooLargeError as exc:
             # Refused before it left this process: the line is kept as a dead letter, replay goes on.
             dead.write(line, Rejected(SEND_FAILED, _describe(exc)))
@@ -237,6 +254,22 @@ class _Sender:
 
     def close(self, timeout: float) -> None:
         self.producer.close(timeout=timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """One record to send: its topic, the line it came from (for a dead letter), what goes on the wire."""
+
+    topic: str
+    line: Line
+    value: bytes
+    key: bytes | None
+    ts: float
+    headers: list[tuple[str, bytes]]
+    dropped: bool = False  # a raw record whose actions are all dropped
+
+
+_Source = Callable[[DeadLetterFile, ReplayStats], Iterator[_Record]]
 
 
 def replay(
@@ -270,42 +303,174 @@ def replay(
     unreadable input and :class:`ReplayError` when the broker cannot be reached or does not take
     the records in time. A record the broker refuses is a dead letter (reason ``send_failed``).
     """
-    _check_options(speed, rate, partitions)
-    lo, hi = _bound(since, "since"), _bound(until, "until")
+    _check_options(speed, rate, partitions, since, until)
     check_readable(paths)
     check_outputs(paths, {"deadletter": deadletter})
+
+    def events(dead: DeadLetterFile, stats: ReplayStats) -> Iterator[_Record]:
+        for line in iter_lines(paths):
+            stats.lines += 1
+            stats.bytes_read += line.size + 1
+            result = decode_line(line)
+            if isinstance(result, Rejected):
+                stats.rejected[result.reason] = stats.rejected.get(result.reason, 0) + 1
+                dead.write(line, result)
+                continue
+            event = result.event
+            headers = [("event_type", event.event_type.encode()), ("event_id", event.event_id.encode())]
+            yield _Record(topic_for(event.event_type), line, line.raw, key_for(result.view), result.ts, headers)
+
+    return _run(events, bootstrap, sum(_uncompressed_size(Path(p)) for p in paths), partitions=partitions,
+                speed=speed, rate=rate, since=since, until=until, deadletter=deadletter,
+                producer_config=producer_config, security=security, progress=progress, dry_run=dry_run,
+                flush_timeout=flush_timeout, out=out)  # fmt: skip
+
+
+def replay_raw(
+    inputs: list[tuple[str, str]],
+    mappings: Mapping[str, InputMapping],
+    bootstrap: str,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    partitions: int = 1,
+    speed: float | None = None,
+    rate: float | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    deadletter: str | None = None,
+    producer_config: Mapping[str, Any] | None = None,
+    security: KafkaSecurity | None = None,
+    progress: bool | None = None,
+    dry_run: bool = False,
+    flush_timeout: float = 60.0,
+    out: TextIO = sys.stderr,
+) -> ReplayStats:
+    """Replay raw logs ``inputs`` ([(source name, path)]) to ``modwatch.raw.<name>``, each record with
+    the Kafka timestamp of its event time (module docstring). An unknown source name is a ValueError
+    naming the known ones; the other options, errors and the summary are :func:`replay`'s."""
+    _check_options(speed, rate, partitions, since, until)
+    for name, _ in inputs:
+        if name not in mappings:
+            raise ValueError(f"no mapping '{name}' (have: {', '.join(sorted(mappings))})")
+    paths = [path for _, path in inputs]
+    check_readable(paths)
+    check_outputs(paths, {"deadletter": deadletter})
+
+    def merged(dead: DeadLetterFile, stats: ReplayStats) -> Iterator[_Record]:
+        streams = [_raw_records(name, path, mappings[name], limits, dead, stats) for name, path in inputs]
+        # Each source keeps its own order; sources are interleaved by event time (lazily: bounded memory).
+        return heapq.merge(*streams, key=lambda record: record.ts)
+
+    return _run(merged, bootstrap, sum(_uncompressed_size(Path(p)) for p in paths), partitions=partitions,
+                speed=speed, rate=rate, since=since, until=until, deadletter=deadletter,
+                producer_config=producer_config, security=security, progress=progress, dry_run=dry_run,
+                flush_timeout=flush_timeout, out=out)  # fmt: skip
+
+
+def _raw_records(name: str, path: str, mapping: InputMapping, limits: Limits, dead: DeadLetterFile,
+                 stats: ReplayStats) -> Iterator[_Record]:  # fmt: skip
+    """The sendable raw records of one source, in file order; rejections written to ``dead``."""
+    topic, headers = RAW_TOPIC_PREFIX + name, [("source", name.encode())]
+    read_time = _time_reader(mapping)
+
+    def reject(line: Line, rejected: Rejected) -> None:
+        stats.rejected[rejected.reason] = stats.rejected.get(rejected.reason, 0) + 1
+        dead.write(line, Rejected(rejected.reason, f"{name}: {rejected.detail}"))
+
+    def lines() -> Iterator[Line]:
+        for line in iter_lines([path], limits.max_bytes):
+            stats.bytes_read += line.size + 1
+            if line.oversize is None:
+                yield line
+            else:  # never held by iter_lines: its length and digest only
+                stats.lines += 1
+                reject(line, line.oversize.rejected(limits.max_bytes))
+
+    for raw in records(lines(), mapping.format, limits):
+        stats.lines += 1
+        line = Line(raw.path, raw.number, raw.raw)
+        if raw.error is not None:
+            reject(line, raw.error)
+            continue
+        outcomes = mapping.map(raw.record, name, limits)
+        for outcome in outcomes:
+            if isinstance(outcome, Rejected):
+                reject(line, outcome)
+        times = [o.ts for o in outcomes if isinstance(o, Mapped)]
+        dropped = not times and all(isinstance(o, Dropped) for o in outcomes)
+        if dropped:
+            ts = read_time(raw.record)
+            if ts is None:
+                reject(line, Rejected(MISSING_TIME, "every action dropped, and no time to send the record at"))
+                continue
+            times = [ts]
+        if not times:
+            continue  # rejected: never sent
+        single = mapping.format == "json" and not raw.raw.lstrip().startswith(b"[")
+        value = raw.raw if single else orjson.dumps(raw.record)
+        key = hashlib.sha256(value).hexdigest()[:32].encode()
+        yield _Record(topic, line, value, key, min(times), headers, dropped)
+
+
+def _time_reader(mapping: InputMapping) -> Callable[[Any], float | None]:
+    """The event time of a record whose actions are all dropped (so the mapper gave none): the
+    mapping's ``time`` read from it as for a mapped action (its first inner record with ``unwrap``,
+    its first item with ``explode``); None when there is none."""
+    spec = mapping.spec
+    read = compile_expr(spec.time)
+    unwrap = compile_path(spec.unwrap) if spec.unwrap else None
+    explode: Compiled | None = compile_path(spec.explode) if spec.explode else None
+
+    def time_of(record: Any) -> float | None:
+        inner = unwrap(Scope(record)) if unwrap is not None else [record]
+        first = next((r for r in inner if isinstance(r, dict)), None) if isinstance(inner, list) else None
+        if first is None:
+            return None
+        items = explode(Scope(first)) if explode is not None else None
+        scope = Scope(first, items[0], True) if isinstance(items, list) and items else Scope(first)
+        try:
+            value = read(scope)
+            when = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except (ConversionError, ValueError):
+            return None
+        return when.timestamp() if when is not None and when.tzinfo is not None else None
+
+    return time_of
+
+
+def _run(source: _Source, bootstrap: str, total_bytes: int, *, partitions: int, speed: float | None,
+         rate: float | None, since: datetime | None, until: datetime | None, deadletter: str | None,
+         producer_config: Mapping[str, Any] | None, security: KafkaSecurity | None, progress: bool | None,
+         dry_run: bool, flush_timeout: float, out: TextIO) -> ReplayStats:  # fmt: skip
+    """The loop both replays share: time filter, pacing, sending, delivery tracking, the summary."""
+    lo, hi = _bound(since, "since"), _bound(until, "until")
     stats = ReplayStats(dry_run=dry_run)
     bar = Progress("replay", out)
     bar.enabled = out.isatty() if progress is None else progress
-    bar.total_bytes = sum(_uncompressed_size(Path(p)) for p in paths)
-    sender = None if dry_run else _Sender(bootstrap, topic_for, key_for, partitions, producer_config, security)
+    bar.total_bytes = total_bytes
+    sender = None if dry_run else _Sender(bootstrap, partitions, producer_config, security)
     started = time.monotonic()
-    anchor: tuple[float, float] | None = None  # (event time, wall time) of the first event sent
+    anchor: tuple[float, float] | None = None  # (event time, wall time) of the first record sent
     attempted = 0
     aborted = True
     try:
         with DeadLetterFile(deadletter) as dead:
-            for line in iter_lines(paths):
-                stats.lines += 1
-                stats.bytes_read += line.size + 1
-                result = decode_line(line)
-                if isinstance(result, Rejected):
-                    stats.rejected[result.reason] = stats.rejected.get(result.reason, 0) + 1
-                    dead.write(line, result)
-                elif (lo is not None and result.ts < lo) or (hi is not None and result.ts >= hi):
+            for record in source(dead, stats):
+                if (lo is not None and record.ts < lo) or (hi is not None and record.ts >= hi):
                     stats.filtered += 1
                 else:
                     if speed is not None:
-                        anchor = anchor or (result.ts, time.monotonic())
-                        _sleep_until(anchor[1] + (result.ts - anchor[0]) / speed, bar)
+                        anchor = anchor or (record.ts, time.monotonic())
+                        _sleep_until(anchor[1] + (record.ts - anchor[0]) / speed, bar)
                     elif rate is not None:
                         _sleep_until(started + attempted / rate, bar)
                     attempted += 1
+                    stats.dropped += record.dropped
                     if sender is None:
-                        topic = topic_for(result.event.event_type)
-                        stats.by_topic[topic] = stats.by_topic.get(topic, 0) + 1
+                        stats.by_topic[record.topic] = stats.by_topic.get(record.topic, 0) + 1
                     else:
-                        sender.send(result, line, dead)
+                        sender.send(record.topic, record.line, record.value, record.key, record.ts, record.headers,
+                                    dead)  # fmt: skip
                         sender.write_failures(dead)
                 bar.count, bar.done_bytes = attempted, stats.bytes_read
                 bar.update()
@@ -338,4 +503,4 @@ def _sleep_until(deadline: float, bar: Progress) -> None:
         bar.update()
 
 
-__all__ = ["SEND_FAILED", "ReplayError", "ReplayStats", "replay"]
+__all__ = ["RAW_TOPIC_PREFIX", "SEND_FAILED", "ReplayError", "ReplayStats", "replay", "replay_raw"]
