@@ -123,7 +123,8 @@ def test_input_commands(logs: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
     assert main(["normalize", "--input", f"nosuch={logs['okta']}", "-o", str(out)]) == 2
     assert "no mapping 'nosuch'" in capsys.readouterr().err
     assert main(["normalize", "--input", "okta", "-o", str(out)]) == 2
-    assert main(["inputs", "validate"]) == 0 and "3 mappings OK" in capsys.readouterr().out
+    shipped = len(list(bundled_inputs_dir().glob("*.yaml")))
+    assert main(["inputs", "validate"]) == 0 and f"{shipped} mappings OK" in capsys.readouterr().out
     assert main(["inputs", "list"]) == 0 and "user.lifecycle.suspend -> account.suspend" in capsys.readouterr().out
     assert main(["inputs", "test"]) == 0
 
