@@ -1,4 +1,4 @@
-"""Input commands: ``modwatch inputs list|validate|test`` and ``modwatch normalize``.
+"""Input commands: ``modwatch inputs list|validate|test``, ``modwatch normalize`` and ``backtest --input``.
 
 Registered on the parser by ``add_input_commands`` (called from ``streams.cli.main.build_parser``).
 Errors are raised as ConfigError / LogFileError / UsageError, which ``streams.cli.main`` prints in
@@ -16,14 +16,20 @@ from typing import TYPE_CHECKING
 from streams.cli.common import UsageError, int_at_least
 
 if TYPE_CHECKING:
+    from streams.core.ruleset import RuleSet
     from streams.inputs import Mapping
+    from streams.inputs.context import Context
 
+CONTEXT_HELP = ("directory of context tables: staff, accounts, tickets (.csv or .jsonl) that fill regions, kinds, "
+                "owners and tickets the sources lack (docs/inputs.md, Context)")  # fmt: skip
+GEOIP_HELP = "a MaxMind database (.mmdb): fills an actor's unknown region (ZZ) from the event's source.ip"
 INPUTS_HELP = "directory of mapping files (default: ./config/inputs if present, else the bundled mappings)"
 
 NORMALIZE_EPILOG = """examples:
   modwatch normalize --input okta=logs/okta.jsonl.gz --input requests-csv=legal/register.csv -o events.jsonl
   modwatch normalize --input zoom-webhook=zoom.jsonl -o events.jsonl --deadletter rejected.jsonl
   modwatch backtest events.jsonl --output alerts.jsonl
+  modwatch normalize --input zoom-webhook=zoom.jsonl --context examples/context -o events.jsonl
 
 NAME is a mapping id (modwatch inputs list). Events are merged in event time (occurred_at, then
 source, then position) and written as contract events, one JSON object per line. All events of a run
@@ -80,6 +86,14 @@ def _parse_input(text: str) -> tuple[str, str]:
     return name, path
 
 
+def _context(args: argparse.Namespace) -> Context | None:
+    from streams.offline.context_files import load_context
+
+    if args.context is None and args.geoip is None:
+        return None
+    return load_context(args.context, args.geoip, notify=lambda line: sys.stderr.write(line + "\n"))
+
+
 def cmd_normalize(args: argparse.Namespace) -> int:
     from streams.core.decode import Limits
     from streams.offline.logio import check_readable
@@ -87,6 +101,7 @@ def cmd_normalize(args: argparse.Namespace) -> int:
     from streams.offline.outputs import AtomicOutput, check_outputs
 
     _, mappings = _mappings(args)
+    context = _context(args)
     out_path = Path(args.output)
     paths = [path for _, path in args.input]
     check_readable(paths)  # before anything is opened for writing: a failed run leaves the outputs as they were
@@ -94,7 +109,7 @@ def cmd_normalize(args: argparse.Namespace) -> int:
     try:
         with AtomicOutput(out_path) as output:
             result = normalize(args.input, mappings, output, deadletter=args.deadletter,
-                               limits=Limits(max_bytes=args.max_record_bytes))  # fmt: skip
+                               limits=Limits(max_bytes=args.max_record_bytes), context=context)  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for line in format_summary(result):
@@ -104,6 +119,62 @@ def cmd_normalize(args: argparse.Namespace) -> int:
         sys.stderr.write(f"; rejected records to {args.deadletter}")
     sys.stderr.write("\n")
     return 0
+
+
+def cmd_backtest_raw(args: argparse.Namespace, ruleset: RuleSet) -> int:
+    """``modwatch backtest --input NAME=PATH ...``: raw logs mapped, enriched and merged, then the rules."""
+    from streams.cli.common import key_from_env
+    from streams.core.alerts import MIN_KEY_BYTES
+    from streams.core.decode import Limits
+    from streams.offline.backtest import print_summary
+    from streams.offline.logio import check_readable
+    from streams.offline.normalize import format_summary
+    from streams.offline.outputs import AtomicOutput, check_outputs
+    from streams.offline.raw_backtest import run_raw_backtest
+
+    if args.paths:
+        raise UsageError("give event logs (PATH ...) or raw logs (--input NAME=PATH), not both")
+    if args.report or args.explain:
+        raise UsageError("--report and --explain read contract logs: run modwatch normalize first")
+    _, mappings = _mappings(args)
+    context = _context(args)
+    paths = [path for _, path in args.input]
+    check_readable(paths)  # before anything is opened for writing
+    check_outputs(paths, {"--output": args.output, "--deadletter": args.deadletter, "--metrics": args.metrics})
+    try:
+        with AtomicOutput(Path(args.output)) as output:
+            run = run_raw_backtest(args.input, mappings, ruleset, context=context, output=output,
+                                   deadletter=args.deadletter, since=args.since, until=args.until,
+                                   limits=Limits(max_bytes=args.max_record_bytes), lateness=args.lateness,
+                                   pseudonymize=key_from_env(args.pseudonymize_key_env, MIN_KEY_BYTES))  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for line in format_summary(run.inputs)[:-1]:  # its last line counts events written: none are here
+        sys.stderr.write(line + "\n")
+    sys.stderr.write(f"{run.inputs.written} events mapped\n")
+    result = run.backtest
+    print_summary(result)
+    if args.metrics:
+        from streams.outputs.metrics import Health, write_textfile
+
+        assert result.engine is not None
+        write_textfile(args.metrics, result.engine, Health(dead_letters=result.rejected))
+        sys.stderr.write(f"metrics written to {args.metrics}\n")
+    sys.stderr.write(f"alerts written to {args.output}")
+    rejected = sum(result.rejected.values()) + sum(sum(s.rejected.values()) for s in run.inputs.sources)
+    if args.deadletter and rejected:
+        sys.stderr.write(f"; rejected records to {args.deadletter}")
+    sys.stderr.write("\n")
+    return 1 if args.strict and rejected else 0
+
+
+def add_raw_input_args(parser: argparse.ArgumentParser) -> None:
+    """``backtest``'s raw-log options: ``--input NAME=PATH`` (repeatable), ``--inputs``, ``--context``, ``--geoip``."""
+    parser.add_argument("--input", type=_parse_input, action="append", metavar="NAME=PATH",
+                        help="instead of PATHs: a mapping id and a raw log (repeat for several sources)")  # fmt: skip
+    parser.add_argument("--inputs", metavar="DIR", help=INPUTS_HELP)
+    parser.add_argument("--context", metavar="DIR", help=CONTEXT_HELP)
+    parser.add_argument("--geoip", metavar="FILE", help=GEOIP_HELP)
 
 
 def add_input_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -143,4 +214,6 @@ def add_input_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     norm.add_argument("--deadletter", metavar="FILE", help="where to write rejected records with their reasons")
     norm.add_argument("--max-record-bytes", type=int_at_least(1024), default=1024 * 1024, metavar="N",
                       help="reject raw records and events longer than N bytes (default 1 MiB)")  # fmt: skip
+    norm.add_argument("--context", metavar="DIR", help=CONTEXT_HELP)
+    norm.add_argument("--geoip", metavar="FILE", help=GEOIP_HELP)
     norm.set_defaults(func=cmd_normalize)

@@ -58,6 +58,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from streams.offline.outputs import AtomicOutput, check_outputs
     from streams.offline.progress import Progress
 
+    if args.input:  # raw audit logs: mapped, enriched, merged, then the rules (streams/cli/inputs.py)
+        from streams.cli.inputs import cmd_backtest_raw
+
+        return cmd_backtest_raw(args, _load(args.config))
+    if not args.paths:
+        raise UsageError("give event logs (PATH ...) or raw logs (--input NAME=PATH)")
     ruleset = _load(args.config)
     limits = Limits(max_bytes=args.max_record_bytes)
     out_path = Path(args.output)
@@ -249,10 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
         "backtest",
         help="run the rules over JSONL event logs",
         description="Run the rules over JSONL event logs (plain or .gz) and write one alert per line.",
-        epilog="example:\n  modwatch backtest examples/events.jsonl --output alerts.jsonl --deadletter bad.jsonl",
+        epilog="example:\n  modwatch backtest examples/events.jsonl --output alerts.jsonl --deadletter bad.jsonl\n"
+        "  modwatch backtest --input requests-csv=examples/raw/register.csv \\\n"
+        "      --input zoom-webhook=examples/raw/zoom.jsonl --context examples/context -o alerts.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bt.add_argument("paths", nargs="+", metavar="PATH", help="event logs, one JSON object per line")
+    bt.add_argument("paths", nargs="*", metavar="PATH", help="event logs, one JSON object per line")
     config_arg(bt)
     bt.add_argument("--output", "-o", required=True, metavar="FILE", help="where to write alerts (JSONL)")
     bt.add_argument("--deadletter", metavar="FILE", help="where to write rejected lines with their reasons")
@@ -268,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reject lines longer than N bytes (default 1 MiB)")  # fmt: skip
     bt.add_argument("--report", metavar="FILE", help="also write a self-contained HTML report (charts, explanations)")
     bt.add_argument("--explain", action="store_true", help="after the summary, explain every high/critical alert")
+    from streams.cli.inputs import add_raw_input_args
+
+    add_raw_input_args(bt)
     bt.set_defaults(func=cmd_backtest)
 
     wk = sub.add_parser(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, TextIO
@@ -79,18 +80,22 @@ def run_backtest(
     pseudonymize: bytes | None = None,
     progress: Progress | None = None,
     on_alert: Callable[[Alert], None] | None = None,
+    events: Iterable[Line] | None = None,
+    dead: DeadLetterFile | None = None,
 ) -> BacktestResult:
     """Run every event of ``paths`` through a fresh engine. Alerts are written to ``output`` as
-    they fire, one JSON object per line, in a deterministic order."""
+    they fire, one JSON object per line, in a deterministic order. ``events`` (lines of contract
+    events already in memory, from ``backtest --input``) and ``dead`` (an open dead-letter file)
+    replace ``paths`` and ``deadletter``."""
     check_readable(paths)
     check_outputs(paths, {"deadletter": deadletter})
     replay = Replay(Engine(ruleset, lateness=lateness, pseudonymize=pseudonymize))
     result = BacktestResult(engine=replay.engine)
     started = time.monotonic()
-    lines = iter_lines(paths, limits.max_bytes)
-    if progress is not None:
+    lines = iter_lines(paths, limits.max_bytes) if events is None else iter(events)
+    if progress is not None and events is None:
         lines = progress.wrap_lines(lines, total_size(paths))
-    with DeadLetterFile(deadletter) as deadletters:
+    with contextlib.nullcontext(dead) if dead is not None else DeadLetterFile(deadletter) as deadletters:
         for decoded in decoded_events(lines, result, deadletters, limits, since, until):
             alerts = replay.feed(decoded)
             if replay.conflicted and result.line is not None:
