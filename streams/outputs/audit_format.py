@@ -82,7 +82,8 @@ def _parse(raw: bytes) -> dict[str, Any]:
         raise Malformed("unreadable", "not a JSON object")
     if "modwatch_audit" in obj:
         if unknown := set(obj) - _HEADER_FIELDS:
-            raise Malformed("unknown_field", f"the header has unknown field(s) {', '.join(sorted(unknown))}")
+            names = ", ".join(repr(k) for k in sorted(unknown))  # repr: a tampered log may hold escapes
+            raise Malformed("unknown_field", f"the header has unknown field(s) {names}")
         if (
             type(obj["modwatch_audit"]) is not int
             or obj["modwatch_audit"] != FORMAT
@@ -91,7 +92,8 @@ def _parse(raw: bytes) -> dict[str, Any]:
             raise Malformed("header", f"not a format-{FORMAT} audit log header")
         return obj
     if unknown := set(obj) - _ENTRY_FIELDS - {"mac"}:
-        raise Malformed("unknown_field", f"unknown field(s) {', '.join(sorted(unknown))}")
+        names = ", ".join(repr(k) for k in sorted(unknown))
+        raise Malformed("unknown_field", f"unknown field(s) {names}")
     if missing := _ENTRY_FIELDS - set(obj):
         raise Malformed("unreadable", f"no {', '.join(sorted(missing))}: not an audit entry")
     well_typed = (
