@@ -266,7 +266,7 @@ def test_an_extra_field_is_found(log_path: Path) -> None:
     log_path.write_text("".join(content))
     problems = verify(log_path, KEY)
     assert kinds(problems) == [(1, "unknown_field"), (2, "header"), (3, "unknown_field"), (4, "deleted")]
-    assert "unknown field(s) 'by'" in str(problems[0]) and "unknown field(s) note" in str(problems[2])
+    assert "unknown field(s) 'by'" in str(problems[0]) and "unknown field(s) 'note'" in str(problems[2])
 
 
 # -- 4. a half-written last line -------------------------------------------------------------------
