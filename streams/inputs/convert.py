@@ -10,6 +10,7 @@ microseconds only when the source had a fraction of a second.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -24,6 +25,7 @@ class ConversionError(ValueError):
 
 LIST_SEPARATOR = ";"
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})")
+_ZONELESS = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?")
 _TRUE = {"true", "yes", "y", "1", "t"}
 _FALSE = {"false", "no", "n", "0", "f", ""}
 
@@ -52,6 +54,15 @@ def rfc3339(value: object) -> str:
     except ValueError:
         raise ConversionError("expected a valid calendar date and time") from None
     return format_time(parsed)
+
+
+def rfc3339_utc(value: object) -> str:
+    """``rfc3339``, except that a time without a zone is read as UTC (Microsoft 365's
+    ``CreationTime``, documented as UTC). Only for sources that document it: elsewhere a missing zone
+    is a producer's mistake, which ``rfc3339`` refuses."""
+    if isinstance(value, str) and _ZONELESS.fullmatch(value.strip()):
+        return rfc3339(value.strip() + "Z")
+    return rfc3339(value)
 
 
 def _number(value: object) -> float:
@@ -154,8 +165,45 @@ def split(value: object) -> list[object]:
     return [item.strip() for item in value.split(LIST_SEPARATOR) if item.strip()]
 
 
+def count(value: object) -> int:
+    """A list's length (the items an event names: OCSF's ``web_resources``)."""
+    if not isinstance(value, list):
+        raise ConversionError("expected a list to count")
+    return len(value)
+
+
+def join(value: object) -> str:
+    """A list of strings (or numbers, written as ``str`` writes them) -> one text joined with ``;``
+    (what ``split`` reads back); a string stays as it is. An empty list has nothing to join."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list) or not value:
+        raise ConversionError("expected a non-empty list of strings")
+    if not all(isinstance(item, str | int | float) and not isinstance(item, bool) for item in value):
+        raise ConversionError("expected a list of strings")
+    return LIST_SEPARATOR.join(to_str(item) for item in value)
+
+
+def ip(value: object) -> str:
+    """An IPv4 or IPv6 address in its canonical text; a port written after it (``203.0.113.7:443``,
+    ``[2001:db8::1]:443``, as Microsoft 365's ``ClientIP`` has it at times) is left out."""
+    if not isinstance(value, str):
+        raise ConversionError("expected an IP address string")
+    text = value.strip()
+    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?", text)
+    if bracketed:
+        text = bracketed.group(1)
+    elif re.fullmatch(r"[\d.]+:\d{1,5}", text):
+        text = text.rpartition(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ConversionError("expected an IPv4 or IPv6 address") from None
+
+
 CONVERSIONS: dict[str, Callable[[object], object]] = {
     "rfc3339": rfc3339,
+    "rfc3339_utc": rfc3339_utc,
     "unix_s": unix_s,
     "unix_ms": unix_ms,
     "country": country,
@@ -163,6 +211,9 @@ CONVERSIONS: dict[str, Callable[[object], object]] = {
     "bool": to_bool,
     "str": to_str,
     "split": split,
+    "join": join,
+    "count": count,
+    "ip": ip,
 }
 
 

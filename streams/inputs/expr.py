@@ -4,8 +4,11 @@ An expression is a mapping of these keys (a bare string is short for ``{path: ..
 
 - a source, exactly one of: ``path`` (dotted names, ``[n]`` an index, ``[*]`` every item -> a
   list; with ``explode``, ``item.`` starts at the current item), ``const``, ``coalesce`` (a list of
-  expressions, the first that is not null), ``template`` (``"{a.b}-{c}"``, null if a path is missing);
-- then, in this order: ``regex`` with ``group`` (default 1) over a string (no match: null), ``map``
+  expressions, the first that is not null), ``template`` (``"{a.b}-{c}"``, null if a path is missing),
+  ``param`` with ``in`` (the value of the first item named ``param`` in the ``[{name, value}]`` list
+  at the path ``in``; ``name:`` and ``value:`` give other key names);
+- then, in this order: ``regex`` with ``group`` (default 1) over a string (no match: null),
+  ``replace`` (``{from, to}``: every occurrence of a text in a string, or in each string of a list), ``map``
   (a table; a value not in it is null), ``convert`` (streams/inputs/convert.py), ``parts`` with
   ``sep`` (``kind:id:region`` -> an object; applied to each item of a list), and ``default`` for a
   null result or a failed conversion.
@@ -31,8 +34,17 @@ try:  # linear-time matching when the project has it
 except ImportError:  # pragma: no cover - depends on the environment
     _re2 = None
 
-SOURCES = ("path", "const", "coalesce", "template")
+SOURCES = ("path", "const", "coalesce", "template", "param")
 _MISSING = object()
+
+
+class Replace(BaseModel):
+    """``replace: {from: " ", to: ""}``: every occurrence of ``from`` (a plain text, not a pattern)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from", min_length=1)
+    to: str
 
 
 class Expr(BaseModel):
@@ -42,8 +54,13 @@ class Expr(BaseModel):
     const: Any = _MISSING
     coalesce: list[Expr] | None = None
     template: str | None = None
+    param: str | None = None
+    in_: str | None = Field(default=None, alias="in")
+    name: str = Field(default="name", min_length=1)
+    value: str = Field(default="value", min_length=1)
     regex: str | None = None
     group: int | str = 1
+    replace: Replace | None = None
     map: dict[str, Any] | None = None
     convert: str | None = None
     parts: list[str] | None = Field(default=None, min_length=1)
@@ -57,6 +74,8 @@ class Expr(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> Expr:
+        if (self.param is None) != (self.in_ is None):
+            raise ValueError("param: give both 'param' (the name sought) and 'in' (the path to the list)")
         given = [name for name in SOURCES if self._has(name)]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(SOURCES)} (got {', '.join(given) or 'none'})")
@@ -69,6 +88,10 @@ class Expr(BaseModel):
         if self.template is not None:
             for name in _template_paths(self.template):
                 parse_path(name)
+        if self.param is None and {"name", "value"} & self.model_fields_set:
+            raise ValueError("name, value: only with param")
+        if self.in_ is not None:
+            parse_path(self.in_)
         return self
 
     def _has(self, name: str) -> bool:
@@ -216,6 +239,32 @@ def _compile_regex(pattern: str, group: int | str) -> Callable[[Any], Any]:
     return apply
 
 
+def _compile_param(sought: str, in_path: str, name_key: str, value_key: str) -> Compiled:
+    """The value of the first item of the list at ``in_path`` whose ``name_key`` equals ``sought``
+    (a list of any length); null when there is no list, no such item, or the item has no value."""
+    read = compile_path(in_path)
+
+    def select(scope: Scope) -> Any:
+        items = read(scope)
+        if not isinstance(items, list):
+            return None
+        for item in items:
+            if isinstance(item, dict) and item.get(name_key) == sought:
+                return item.get(value_key)
+        return None
+
+    return select
+
+
+def _compile_replace(old: str, new: str) -> Callable[[Any], Any]:
+    def apply(value: Any) -> Any:
+        if isinstance(value, list):
+            return [item.replace(old, new) if isinstance(item, str) else item for item in value]
+        return value.replace(old, new) if isinstance(value, str) else value
+
+    return apply
+
+
 # -- the compiler ---------------------------------------------------------------------------------
 
 
@@ -238,6 +287,8 @@ def compile_expr(expr: Expr) -> Compiled:
         source = first
     elif expr.template is not None:
         source = _compile_template(expr.template)
+    elif expr.param is not None and expr.in_ is not None:
+        source = _compile_param(expr.param, expr.in_, expr.name, expr.value)
     else:
         constant = expr.const
         source = lambda scope: constant  # noqa: E731
@@ -245,6 +296,8 @@ def compile_expr(expr: Expr) -> Compiled:
     steps: list[Callable[[Any], Any]] = []
     if expr.regex is not None:
         steps.append(_compile_regex(expr.regex, expr.group))
+    if expr.replace is not None:
+        steps.append(_compile_replace(expr.replace.from_, expr.replace.to))
     if expr.map is not None:
         table = expr.map
         steps.append(lambda value: table.get(_key(value)) if value is not None else None)

@@ -104,6 +104,26 @@ class HashId(_Spec):
         return self
 
 
+class IdOrHash(Expr):
+    """``event_id: {path: metadata.uid, or_hash: [time, type_uid]}``: the source's id when the
+    expression gives one, else the hash of ``or_hash``'s paths (as ``{hash: [...]}``; no provenance id)."""
+
+    or_hash: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _hash_paths(self) -> IdOrHash:
+        for path in self.or_hash:
+            parse_path(path)
+        return self
+
+
+class Keep(_Spec):
+    """Values kept in the provenance (``source``) for the steps after mapping, which the contract
+    ignores: ``ip``, the address the action came from, which geo-IP reads (``source.ip``)."""
+
+    ip: Expr | None = None
+
+
 class MappingSpec(_Spec):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     version: int = Field(ge=1)
@@ -114,16 +134,20 @@ class MappingSpec(_Spec):
     action: Expr
     actions: dict[str, str] = Field(min_length=1)
     time: Expr
-    event_id: HashId | Expr
+    event_id: HashId | IdOrHash | Expr
     fields: dict[str, Expr]
     per_action: dict[str, dict[str, Expr]] = Field(default_factory=dict)
     drop_when: list[Condition] = Field(default_factory=list)
+    keep: Keep = Field(default_factory=Keep)
 
     @model_validator(mode="before")
     @classmethod
     def _event_id_form(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("event_id"), dict) and "hash" in data["event_id"]:
-            data = {**data, "event_id": HashId.model_validate(data["event_id"])}
+        given = data.get("event_id") if isinstance(data, dict) else None
+        if isinstance(given, dict) and "hash" in given:
+            data = {**data, "event_id": HashId.model_validate(given)}
+        elif isinstance(given, dict) and "or_hash" in given:
+            data = {**data, "event_id": IdOrHash.model_validate(given)}
         return data
 
     @model_validator(mode="after")
@@ -220,8 +244,10 @@ class Mapping:
         self._action = compile_expr(spec.action)
         self._time = compile_expr(spec.time)
         self._id: Compiled | None = None if isinstance(spec.event_id, HashId) else compile_expr(spec.event_id)
-        hashed = spec.event_id.hash if isinstance(spec.event_id, HashId) else []
+        hashed = spec.event_id.hash if isinstance(spec.event_id, HashId) else getattr(spec.event_id, "or_hash", [])
         self._id_hash = [compile_path(p) for p in hashed]
+        self._id_fallback = isinstance(spec.event_id, IdOrHash)
+        self._keep = {name: compile_expr(expr) for name, expr in spec.keep if isinstance(expr, Expr)}
         self._drops = [
             _Drop(compile_path(c.path), None if c.in_ is None else frozenset(_text(v) for v in c.in_), c.exists,
                   None if c.actions is None else frozenset(c.actions))
@@ -302,6 +328,7 @@ class Mapping:
         provenance = {"input": input_name or self.id, "mapping": self.id, "version": self.version, "action": action}
         if source_id is not None:
             provenance["id"] = source_id
+        provenance.update(self._kept(scope))
         event.update(event_type=event_type, event_id=event_id, occurred_at=when, source=provenance)
         line = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         decoded = dec.decode(line, limits, now)
@@ -317,10 +344,25 @@ class Mapping:
             value = read(scope)
         except ConversionError as exc:
             return Rejected(CONVERSION, f"event_id: {exc}")
+        if value is None and self._id_fallback:
+            return None
         if value is None or isinstance(value, dict | list | bool):
             return Rejected(MISSING_EVENT_ID, "event_id: no value")
         text = value if isinstance(value, str) else json.dumps(value)
         return text if index is None else f"{text}#{index}"
+
+    def _kept(self, scope: Scope) -> dict[str, str]:
+        """``keep``'s values that are texts; one that is missing or fails its conversion is left out
+        (what is kept serves enrichment, and never rejects an event the contract accepts)."""
+        out = {}
+        for name, read in self._keep.items():
+            try:
+                value = read(scope)
+            except ConversionError:
+                continue
+            if isinstance(value, str) and value:
+                out[name] = value
+        return out
 
     def _hash_id(self, scope: Scope, index: int | None) -> str:
         """sha256 of the mapping id, the declared values (and the item's index): a redelivered
@@ -340,4 +382,3 @@ def _set(event: dict[str, Any], name: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
-
