@@ -105,6 +105,12 @@ def producer_config(timeout: float) -> dict[str, Any]:
         "request_timeout_ms": max(ms, 1000),
         # A record the endpoint answered 503 for is not retried for long after: Zoom sends it again.
         "delivery_timeout_ms": max(ms, 1000) + 1000,
+        # Measured with kafka-python 3.0.12 and Tansu: once a batch expired (the broker frozen past
+        # delivery_timeout_ms), the idempotent producer never sent again, every later request 503;
+        # without idempotence the first send after the broker is back succeeds. What idempotence
+        # would prevent (a retried batch stored twice) is a duplicate the receiver has anyway from
+        # Zoom's retries, and the mapping's event ids make both harmless.
+        "enable_idempotence": False,
     }
 
 
@@ -138,7 +144,13 @@ class ZoomReceiver:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        await asyncio.to_thread(self.producer.close, self.config.produce_timeout_seconds)
+        # Long enough for every pending record to be delivered or expired (delivery_timeout_ms): a
+        # shorter flush fails with the broker gone and leaves the producer's sockets open.
+        grace = producer_config(self.config.produce_timeout_seconds)["delivery_timeout_ms"] / 1000 + 2
+        try:
+            await asyncio.to_thread(self.producer.close, grace)
+        except kafka.errors.KafkaError as exc:
+            log.warning("producer not closed cleanly: %s", type(exc).__name__)
 
     def _refuse(self, request: web.Request, status: int, reason: str) -> web.Response:
         self.counters.refused[reason] += 1
