@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from streams.core.ruleset import ConfigError
-from streams.inputs import Mapped, Rejected, load_mapping
+from streams.inputs import Mapped, Rejected, bundled_inputs_dir, load_mapping, load_mappings
 from streams.inputs.convert import ConversionError, count, ip, join, rfc3339, rfc3339_utc, split
 from streams.inputs.expr import Expr, Scope, compile_expr
 from streams.inputs.loader import parse_mapping
@@ -227,3 +227,20 @@ def test_errors_name_file_mapping_and_field(tmp_path: Path, changes: dict[str, A
         load_mapping(path)
     assert str(caught.value).startswith(f"{path}: mapping 'demo': ")
     assert message in str(caught.value)
+
+
+def test_both_zoom_mappings_name_a_meeting_the_same_way() -> None:
+    mappings = load_mappings(bundled_inputs_dir())
+    report = {"time": "2024-06-04T10:00:30Z", "operator": "liaison@example.com", "category_type": "Meeting",
+              "action": "Delete", "operation_detail": "Delete Meeting 812 3456 7890"}  # fmt: skip
+    webhook = {"event": "meeting.deleted", "event_ts": 1717495230000,
+               "payload": {"account_id": "A1", "operator": "liaison@example.com",
+                           "object": {"id": 81234567890, "host_id": "H1"}}}  # fmt: skip
+    ids = [o.event["target"]["id"] for name, record in (("zoom-operationlog", report), ("zoom-webhook", webhook))
+           for o in mappings[name].map(record) if isinstance(o, Mapped)]  # fmt: skip
+    assert ids == ["81234567890", "81234567890"]
+
+
+def test_every_bundled_mapping_whose_source_has_an_ip_keeps_it() -> None:
+    keeping = {m.id for m in load_mappings(bundled_inputs_dir()).values() if m.spec.keep.ip is not None}
+    assert keeping == {"okta", "gws-admin", "slack-audit", "m365-ual", "github-audit", "ocsf"}
