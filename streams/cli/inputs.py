@@ -87,7 +87,7 @@ def _parse_input(text: str) -> tuple[str, str]:
 
 
 def _context(args: argparse.Namespace) -> Context | None:
-    from streams.offline.context_files import load_context
+    from streams.inputs.context_files import load_context
 
     if args.context is None and args.geoip is None:
         return None

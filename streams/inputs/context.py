@@ -1,6 +1,6 @@
 """Context: the joins the rules need, which no audit log carries (docs/inputs.md, "Context").
 
-Tables are given as data (``streams.offline.context_files`` reads them from ``--context DIR``):
+Tables are given as data (``streams.inputs.context_files`` reads them from ``--context DIR``):
 
 - ``staff``: an identity as the sources write it (an id or an e-mail; one row per identity, rows of
   one person share ``person``) -> kind, region, role, created_at. Fills the actor and the grantee.

@@ -16,7 +16,7 @@ def test_geoip_fills_an_unknown_region_from_source_ip(tmp_path: Path) -> None:
     from mmdb_writer import MMDBWriter
     from netaddr import IPSet
 
-    from streams.offline.context_files import open_geoip
+    from streams.inputs.context_files import open_geoip
 
     writer = MMDBWriter(ip_version=6, database_type="GeoLite2-Country", ipv4_compatible=True)
     writer.insert_network(IPSet(["203.0.113.0/24"]), {"country": {"iso_code": "HK"}})
@@ -35,7 +35,7 @@ def test_geoip_fills_an_unknown_region_from_source_ip(tmp_path: Path) -> None:
 
 
 def test_a_file_that_is_no_database_is_a_config_error(tmp_path: Path) -> None:
-    from streams.offline.context_files import open_geoip
+    from streams.inputs.context_files import open_geoip
 
     (tmp_path / "bad.mmdb").write_bytes(b"not a database")
     with pytest.raises(ConfigError, match=r"bad\.mmdb: not a MaxMind database"):

@@ -13,8 +13,8 @@ import pytest
 
 from streams.cli.main import main
 from streams.core.ruleset import ConfigError
-from streams.offline import context_files
-from streams.offline.context_files import load_context
+from streams.inputs import context_files
+from streams.inputs.context_files import load_context
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = ROOT / "examples" / "raw"
