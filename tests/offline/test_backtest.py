@@ -108,7 +108,7 @@ def test_since_and_until_select_a_period(tmp_path: Path, capsys: pytest.CaptureF
     assert "outside --since/--until: " in capsys.readouterr().err
 
 
-def test_errors_are_one_line_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_name_what_is_wrong_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backtest", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.jsonl: no such file" in err
@@ -117,7 +117,11 @@ def test_errors_are_one_line_with_exit_2(tmp_path: Path, capsys: pytest.CaptureF
     (bad / "rules.yaml").write_text("rules:\n  - {id: x, kind: threshold, window: soon}\n")
     assert main(["backtest", str(EXAMPLE), "--config", str(bad), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("modwatch: ") and "rules.yaml: rule 'x'" in err and err.count("\n") == 1
+    # A config with several mistakes lists each on its own line, every line naming file, rule and field.
+    lines = err.removeprefix("modwatch: ").splitlines()
+    assert err.startswith("modwatch: ") and len(lines) > 1
+    assert all("rules.yaml: rule 'x': " in line for line in lines)
+    assert any("window: input should be a duration" in line for line in lines)
     assert main(["backtest", "--nope"]) == 2
 
 
