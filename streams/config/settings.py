@@ -50,6 +50,7 @@ class Topics(BaseModel):
     alerts: str = "modwatch.alerts"
     deadletter: str = "modwatch.deadletter"
     keyed: str = "modwatch.keyed"  # internal: events repartitioned by rule key
+    context_prefix: str = "modwatch.context."  # + staff, accounts, tickets: compacted context tables
     partitions: int = Field(default=1, ge=1, le=256)  # for topics modwatch creates
 
     def input_topics(self) -> list[str]:
@@ -60,6 +61,22 @@ class Topics(BaseModel):
             return self.events[event_type]
         except KeyError:
             raise ValueError(f"no topic configured for event type {event_type!r}") from None
+
+
+RAW_TOPIC_PREFIX = "modwatch.raw."
+
+
+class RawInput(BaseModel):
+    """A raw source the worker reads: records of ``topic`` mapped by the input mapping ``mapping``
+    (an id of the bundled mappings or of ``inputs_dir``), then routed as contract events are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mapping: str = Field(min_length=1)
+    topic: str | None = None  # default: modwatch.raw.<mapping>, where ``modwatch replay --input`` writes
+
+    def topic_name(self) -> str:
+        return self.topic or RAW_TOPIC_PREFIX + self.mapping
 
 
 class ZoomWebhook(BaseModel):
@@ -84,6 +101,9 @@ class Settings(BaseSettings):
     kafka: KafkaSecurity = KafkaSecurity()
     topics: Topics = Topics()
     zoom: ZoomWebhook = ZoomWebhook()
+    # Raw sources read by the worker besides the input topics; checked against the mappings at start-up.
+    inputs: list[RawInput] = Field(default_factory=list)
+    inputs_dir: str | None = None  # input mappings: this directory, else ./config/inputs, else the bundled ones
     lateness_seconds: float = Field(default=300.0, ge=0)
     # An input partition silent this long stops holding the watermark back.
     idle_source_seconds: float = Field(default=10.0, gt=0)
@@ -121,6 +141,17 @@ class Settings(BaseSettings):
     # When set, the ids of targets, owners, data subjects and reporters in alerts are replaced by a
     # keyed HMAC pseudonym (``streams.core.alerts.Pseudonymizer``). At least 32 bytes.
     pseudonymize_key: SecretStr | None = None
+
+    @field_validator("inputs")
+    @classmethod
+    def _distinct_inputs(cls, inputs: list[RawInput]) -> list[RawInput]:
+        seen: set[str] = set()
+        for item in inputs:
+            for name in (f"mapping {item.mapping!r}", f"topic {item.topic_name()!r}"):
+                if name in seen:
+                    raise ValueError(f"{name} is given twice")
+                seen.add(name)
+        return inputs
 
     @field_validator("pseudonymize_key")
     @classmethod

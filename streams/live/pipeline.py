@@ -26,7 +26,9 @@ from streams.core.topology import (
     tick_headers,
     unbundle_value,
 )
+from streams.inputs import Dropped, Mapped
 from streams.live.changelog import Change, PartitionStore, key_partition
+from streams.live.raw_inputs import Normalizer
 from streams.live.wire import LocalEvent, Outgoing, Work
 from streams.outputs.metrics import Health
 
@@ -51,8 +53,12 @@ class Router:
     """
 
     def __init__(self, engine: Engine, keyed_topic: str, deadletter_topic: str, partitions: int,
-                 limits: Limits, idle_seconds: float = 10.0, health: Health | None = None) -> None:  # fmt: skip
+                 limits: Limits, idle_seconds: float = 10.0, health: Health | None = None,
+                 normalizer: Normalizer | None = None) -> None:  # fmt: skip
         self.engine = engine
+        # Raw topics: a record is mapped and enriched first (``streams.live.raw_inputs``), then each
+        # event it gives is routed as a contract event read from an input topic.
+        self.normalizer = normalizer
         self.health = health or Health()
         self.keyed_topic = keyed_topic
         self.deadletter_topic = deadletter_topic
@@ -85,9 +91,36 @@ class Router:
         self.activity[source] = time.monotonic()
         self.next_offsets[source] = offset + 1
         arrival = time.time()
+        raw = self.normalizer.input_of(topic) if self.normalizer is not None else None
+        if raw is not None:
+            return self._on_raw(topic, partition, offset, key, value, headers, source, arrival)
         out = decode(value or b"", self.limits)
         if not isinstance(out, Decoded):
             return [self._dead_letter(topic, partition, offset, key, value, headers, out.reason, out.detail)]
+        return self._route(topic, partition, offset, key, value, headers, source, arrival, out, value or b"")
+
+    def _on_raw(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                headers: Any, source: str, arrival: float) -> list[Work]:  # fmt: skip
+        """A raw record: each event it maps to is routed (its keyed record carries the event's JSON,
+        not the raw record); a rejection is a dead letter of the raw record with the reason; a
+        dropped action is only counted (by the normalizer)."""
+        assert self.normalizer is not None
+        raw = self.normalizer.input_of(topic)
+        assert raw is not None
+        work: list[Work] = []
+        for outcome in self.normalizer.normalize(raw, value or b""):
+            if isinstance(outcome, Mapped):
+                work += self._route(topic, partition, offset, key, value, headers, source, arrival, outcome.decoded,
+                                    outcome.line.encode())  # fmt: skip
+            elif not isinstance(outcome, Dropped):
+                work.append(self._dead_letter(topic, partition, offset, key, value, headers, outcome.reason,
+                                              f"{raw.name}: {outcome.detail}"))  # fmt: skip
+        return work
+
+    def _route(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, headers: Any,
+               source: str, arrival: float, out: Decoded, event_value: bytes) -> list[Work]:  # fmt: skip
+        """Admit and route one decoded event; ``value`` is the record read (what a dead letter keeps),
+        ``event_value`` the event's JSON (what the keyed topic carries)."""
         event = out.event
         if out.ts > self.sources.get(source, float("-inf")):
             self.sources[source] = out.ts
@@ -112,7 +145,7 @@ class Router:
                 work.append(LocalEvent(part, out, tuple(part_keys), routes, index == 0, source, arrival))
                 continue
             hdrs = event_headers(source, part_keys, index == 0, event.event_type, event.event_id, arrival)
-            work.append(Outgoing(self.keyed_topic, value or b"", None, part, out.ts, tuple(hdrs)))
+            work.append(Outgoing(self.keyed_topic, event_value, None, part, out.ts, tuple(hdrs)))
         return work
 
     def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,

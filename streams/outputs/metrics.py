@@ -35,6 +35,27 @@ log = logging.getLogger(__name__)
 PROCESSING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+OTHER = "other"  # a label value beyond a bounded list
+CONTEXT_TABLES = ("staff", "accounts", "geoip")  # the lookups whose misses are counted
+
+
+@dataclass
+class InputStats:
+    """One raw input of the live worker (``streams.live.raw_inputs``). The counters are kept with
+    bounded keys: ``dropped`` by an action of the mapping's own list (``actions``) or ``other``;
+    ``rejected`` by reason (the mapper's and decode's, a fixed list); ``context_misses`` by table."""
+
+    actions: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()  # created at zero
+    normalized: int = 0  # contract events made from the input's records
+    dropped: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    context_misses: Counter[str] = field(default_factory=Counter)
+
+    def action_label(self, action: str) -> str:
+        return action if action in self.actions else OTHER
+
+
 @dataclass
 class Health:
     """Pipeline health the live worker records (a backtest leaves it empty)."""
@@ -54,6 +75,7 @@ class Health:
     unlogged_states: int = 0  # changed keys whose value was too big for a changelog record
     changelog_records: int = 0  # state changes written to the changelog (values and tombstones)
     changelog_bytes: int = 0  # their keys and values, serialised
+    inputs: dict[str, InputStats] = field(default_factory=dict)  # raw input id -> its counters
 
     def record_offsets(self, end: dict[str, int], committed: dict[str, int]) -> None:
         if committed != self.committed:
@@ -113,6 +135,11 @@ class ModwatchCollector(Collector):
         for sink in health.sinks:
             health.sink_failures.setdefault(sink, 0)
             health.sink_dropped.setdefault(sink, 0)
+        for stats_of in health.inputs.values():
+            for reason in stats_of.reasons:
+                stats_of.rejected.setdefault(reason, 0)
+            for table in CONTEXT_TABLES:
+                stats_of.context_misses.setdefault(table, 0)
 
     def collect(self) -> Iterator[Metric]:
         self._zeros()
@@ -181,6 +208,24 @@ class ModwatchCollector(Collector):
                        health.sink_failures.items())  # fmt: skip
         yield _counter("modwatch_sink_dropped", "Alerts dropped because a sink's buffer was full", ["sink"],
                        health.sink_dropped.items())  # fmt: skip
+        yield from _input_metrics(health.inputs)
+
+
+def _input_metrics(inputs: dict[str, InputStats]) -> Iterator[Metric]:
+    """Per raw input (its id, from the settings: bounded): records normalized, dropped, rejected and the
+    context lookups that failed."""
+    by = sorted(inputs.items())
+    yield _counter("modwatch_input_events_normalized", "Contract events made from a raw input's records",
+                   ["input"], [((name, ), s.normalized) for name, s in by])  # fmt: skip
+    yield _counter("modwatch_input_records_dropped", "Raw records dropped as unmapped or by drop_when, by input "
+                   "and source action (the mapping's own actions; others as 'other')", ["input", "action"],
+                   [((name, a), n) for name, s in by for a, n in s.dropped.items()])  # fmt: skip
+    yield _counter("modwatch_input_records_rejected", "Raw records that could not be mapped (dead letters), by "
+                   "input and reason", ["input", "reason"],
+                   [((name, r), n) for name, s in by for r, n in s.rejected.items()])  # fmt: skip
+    yield _counter("modwatch_input_context_misses", "Context lookups that failed (the event kept, tagged), by "
+                   "input and table", ["input", "table"],
+                   [((name, t), n) for name, s in by for t, n in s.context_misses.items()])  # fmt: skip
 
 
 def registry_for(engine: Engine, health: Health | None = None, live: bool = False) -> CollectorRegistry:
@@ -203,6 +248,8 @@ def serve(registry: CollectorRegistry, host: str, port: int) -> None:
         except OSError as exc:
             from streams.core.ruleset import ConfigError
 
-            raise ConfigError(f"metrics: cannot bind {host}:{port} ({exc.strerror or exc}); set metrics_port "
-                              "(MODWATCH_METRICS_PORT) to a free port, or 0 for no metrics endpoint") from None
+            raise ConfigError(
+                f"metrics: cannot bind {host}:{port} ({exc.strerror or exc}); set metrics_port "
+                "(MODWATCH_METRICS_PORT) to a free port, or 0 for no metrics endpoint"
+            ) from None
         log.info("metrics on http://%s:%d/metrics", host, port)
