@@ -405,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.cli.inputs import add_input_commands
 
     add_input_commands(sub)
+    from streams.cli.context import add_context_commands
+
+    add_context_commands(sub)
     return parser
 
 

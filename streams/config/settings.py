@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     # Raw sources read by the worker besides the input topics; checked against the mappings at start-up.
     inputs: list[RawInput] = Field(default_factory=list)
     inputs_dir: str | None = None  # input mappings: this directory, else ./config/inputs, else the bundled ones
+    geoip_database: str | None = None  # a MaxMind database: raw inputs' actor region from source.ip
     lateness_seconds: float = Field(default=300.0, ge=0)
     # An input partition silent this long stops holding the watermark back.
     idle_source_seconds: float = Field(default=10.0, gt=0)

@@ -26,6 +26,7 @@ from streams.core.decode import Limits
 from streams.core.engine import Engine
 from streams.core.ruleset import RuleSet
 from streams.live.changelog import Change, changelog_records
+from streams.live.context_tables import ContextTables, wait_ready
 from streams.live.faust_ext.consumer import Consumer as ModwatchConsumer
 from streams.live.faust_ext.settings import App, CommitHook
 from streams.live.faust_ext.store import SCHEME as STORE_SCHEME
@@ -33,6 +34,7 @@ from streams.live.faust_ext.store import register as register_store
 from streams.live.faust_ext.transport import broker_urls
 from streams.live.faust_ext.transport import register as register_transport
 from streams.live.pipeline import Evaluator, Router
+from streams.live.raw_inputs import Normalizer, resolve_raw_inputs
 from streams.live.wire import Outgoing, bundle
 from streams.outputs.metrics import Health
 from streams.outputs.sinks import SinkSet
@@ -50,6 +52,7 @@ PRODUCER_BATCH_BYTES = 256 * 1024
 BUNDLE_BYTES = 256 * 1024
 RecordHeaders = list[tuple[str, bytes]]
 CENSUS_SHARE = 0.02  # the most of the worker's time that counting its state for the metrics may take
+CONTEXT_WAIT = 60.0  # seconds routing waits at start for the context tables to be read, then goes on
 RECORD_OVERHEAD = 1024  # bytes of a changelog record besides its key and value (headers, batch framing)
 FREEZE_AFTER = 10.0  # seconds after start: the objects made by then are exempt from garbage collection
 TABLE_SERIALIZER = "json"  # Faust's for a table without key or value types: its changelog's format
@@ -75,6 +78,7 @@ class Runtime:
     sinks: SinkSet
     health: Health
     topics: dict[str, Any] = field(default_factory=dict)
+    context: ContextTables | None = None  # with raw inputs
 
 
 def _faust_settings(settings: Settings) -> dict[str, Any]:
@@ -157,8 +161,10 @@ def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str,
     key = settings.pseudonymize_key.get_secret_value().encode() if settings.pseudonymize_key else None
     engine = Engine(ruleset, lateness=settings.lateness_seconds, pseudonymize=key)
     health = Health()
+    raw_inputs = resolve_raw_inputs(settings)
+    raw_topics = [item.topic for item in raw_inputs]
     topics = {
-        "input": app.topic(*settings.topics.input_topics(), value_serializer="raw", key_serializer="raw"),
+        "input": app.topic(*settings.topics.input_topics(), *raw_topics, value_serializer="raw", key_serializer="raw"),
         "keyed": app.topic(
             settings.topics.keyed, partitions=partitions, value_serializer="raw", key_serializer="raw", internal=True
         ),
@@ -166,15 +172,28 @@ def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str,
         "deadletter": app.topic(settings.topics.deadletter, value_serializer="raw", key_serializer="raw"),
     }
     table = app.Table("state", default=None, partitions=partitions)  # json keys and values
+    limits = Limits(max_bytes=settings.max_record_bytes)
+    context: ContextTables | None = None
+    normalizer: Normalizer | None = None
+    if raw_inputs:
+        # Raw records are mapped and enriched in the routing stage with the same functions as offline.
+        geoip = None
+        if settings.geoip_database:
+            from streams.inputs.context_files import open_geoip
+
+            geoip = open_geoip(settings.geoip_database)
+        context = ContextTables(settings.bootstrap_servers, settings.topics.context_prefix, security=settings.kafka,
+                                geoip=geoip)  # fmt: skip
+        normalizer = Normalizer(raw_inputs, limits, context.current, health)
     router = Router(
-        engine, settings.topics.keyed, settings.topics.deadletter, partitions,
-        Limits(max_bytes=settings.max_record_bytes), idle_seconds=settings.idle_source_seconds, health=health,
+        engine, settings.topics.keyed, settings.topics.deadletter, partitions, limits,
+        idle_seconds=settings.idle_source_seconds, health=health, normalizer=normalizer,
     )  # fmt: skip
     # The engine works on the table's local storage; the agent logs each changed key once per batch.
     evaluator = Evaluator(engine, table.data, partitions, health)
     sinks = SinkSet.from_settings(settings, health)
-    runtime = Runtime(app, engine, router, evaluator, sinks, health, topics)
-    input_names = set(settings.topics.input_topics())
+    runtime = Runtime(app, engine, router, evaluator, sinks, health, topics, context)
+    input_names = set(settings.topics.input_topics()) | set(raw_topics)
     keyed_name = topics["keyed"].get_topic_name()
     changelog = table.changelog_topic.get_topic_name()
 
@@ -244,6 +263,10 @@ def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str,
         # In batches, as ``evaluate``: a batch's records reach the producer together.
         # The records for other workers' keyed partitions leave at the end of the batch, a
         # partition's packed together (``bundle``; ``bundle_keyed_records: false`` sends them one by one).
+        # With raw inputs, the context tables are read first: an event enriched from half a table
+        # would not be the event a backtest sees.
+        if context is not None and not await wait_ready(context, CONTEXT_WAIT, asyncio.sleep):
+            log.warning("context tables not read within %g s: routing goes on with what is read", CONTEXT_WAIT)
         async for batch in batches(stream):
             async with batch_lock:
                 alerts: list[Alert] = []
@@ -377,9 +400,13 @@ def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str,
         seconds to go out before the senders are cancelled."""
 
         async def on_start(self) -> None:
+            if context is not None:
+                context.start()
             await sinks.start()
 
         async def on_stop(self) -> None:
+            if context is not None:
+                context.stop()
             await sinks.stop()
 
     return runtime

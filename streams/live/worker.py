@@ -1,7 +1,8 @@
 """``modwatch worker``: start the live Faust worker (blocks until stopped).
 
 Before Faust starts, the rule set is loaded (a bad config stops start-up here, with the file, rule
-and field named, before anything connects) and the input, alerts and dead-letter topics are created
+and field named, before anything connects; so does an ``inputs`` entry naming no mapping) and the
+input, raw input, alerts, dead-letter and context table topics are created
 when missing. Faust creates its own internal topics (the keyed topic, the table changelog).
 """
 
@@ -21,11 +22,15 @@ log = logging.getLogger(__name__)
 
 def ensure_topics(settings: Settings) -> None:
     from streams.config.kafka import create_topics
+    from streams.live.context_tables import create_context_topics
 
     names = {t: settings.topics.partitions for t in settings.topics.input_topics()}
+    names.update({item.topic_name(): settings.topics.partitions for item in settings.inputs})
     names[settings.topics.alerts] = 1
     names[settings.topics.deadletter] = 1
     create_topics(settings.bootstrap_servers, names, security=settings.kafka)
+    if settings.inputs:
+        create_context_topics(settings.bootstrap_servers, settings.topics.context_prefix, security=settings.kafka)
 
 
 def use_event_loop(name: str = "uvloop") -> str:
@@ -70,12 +75,17 @@ def run_worker(
 
     check_versions()
     ruleset = load_rules(settings.rules_dir)
+    from streams.live.raw_inputs import resolve_raw_inputs
+
+    raw_inputs = resolve_raw_inputs(settings)  # an unknown mapping stops start-up here, naming the setting
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info(
         "modwatch worker: %d rules from %s, brokers %s, inputs %s -> alerts %s",
         len(ruleset.rules), ruleset.source, settings.bootstrap_servers,
         ",".join(settings.topics.input_topics()), settings.topics.alerts,
     )  # fmt: skip
+    for item in raw_inputs:
+        log.info("raw input %s: %s (mapping version %d)", item.name, item.topic, item.mapping.version)
     ensure_topics(settings)
     log.info("event loop: %s", use_event_loop(loop))
     from streams.live.app import create_app
