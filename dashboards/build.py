@@ -612,10 +612,38 @@ def pipeline_health() -> Panel:
             target("sum(rate(modwatch_state_unlogged_total[$__rate_interval])) * 60", "not logged", "B"),
         ], "opm", steps=thresholds((None, "green"), (0.001, "orange")),
     ), 12, 8)  # fmt: skip
+    g.row("Inputs")
+    g.add(timeseries(
+        "Raw records normalized", "Contract events made per minute from each raw input's records (settings "
+        "inputs: mapped by the input's mapping and enriched with the context tables in the routing stage).",
+        [target("sum by (input) (rate(modwatch_input_events_normalized_total[$__rate_interval])) * 60",
+                "{{input}}")], "opm", stack=True,
+    ), 12, 8)  # fmt: skip
+    g.add(timeseries(
+        "Raw records dropped", "Raw records per minute whose action the mapping does not map (or drop_when "
+        "matched), by input and source action ('other': an action the mapping does not name). Counted, not "
+        "dead-lettered: a new action the platform started logging shows here first.",
+        [target("sum by (input, action) (rate(modwatch_input_records_dropped_total[$__rate_interval])) * 60",
+                "{{input}} {{action}}")], "opm", stack=True,
+    ), 12, 8)  # fmt: skip
+    g.add(timeseries(
+        "Raw records rejected", "Raw records per minute that could not be mapped (no action or time, a failed "
+        "conversion, not JSON...), by input and reason. Each is on the dead-letter topic with its original "
+        "bytes: a mapping out of step with its source.",
+        [target("sum by (input, reason) (rate(modwatch_input_records_rejected_total[$__rate_interval])) * 60",
+                "{{input}} {{reason}}")], "opm", steps=thresholds((None, "green"), (0.001, "red")),
+    ), 12, 8)  # fmt: skip
+    g.add(timeseries(
+        "Context misses", "Lookups in the context tables that failed per minute, by input and table (staff, "
+        "accounts, geoip): the event goes on tagged context:unknown_*. A rise means a table out of date "
+        "(modwatch context publish).",
+        [target("sum by (input, table) (rate(modwatch_input_context_misses_total[$__rate_interval])) * 60",
+                "{{input}} {{table}}")], "opm", steps=thresholds((None, "green"), (0.001, "orange")),
+    ), 12, 8)  # fmt: skip
     return dashboard(
         "modwatch-pipeline-health", "modwatch · Pipeline health",
         "Is the modwatch worker running and keeping up: throughput, lag, commits, latency, dead letters, late "
-        "events, rebalances, state size, sink failures.",
+        "events, rebalances, state size, sink failures, raw inputs.",
         g, ("modwatch_events_processed_total", "region"), "Moderation overview",
     )  # fmt: skip
 
