@@ -198,7 +198,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(
         args.log, config_dir=args.config, speed=args.speed, idle_exit=args.exit_after_idle,
-        metrics_port=args.metrics_port,
+        metrics_port=args.metrics_port, raw=args.raw,
     )  # fmt: skip
 
 
@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop once no alert arrived for this long after the replay (default: until Ctrl-C)")
     dm.add_argument("--metrics-port", type=num.port_number, default=9464, metavar="PORT",
                     help="metrics port (0: a free one)")
+    dm.add_argument("--raw", action="store_true", help="the raw path: publish examples/context, replay the raw "
+                    "logs of examples/raw (register, Zoom webhooks, Okta) to the raw topics the worker reads")
     dm.set_defaults(func=cmd_demo)
 
     gen = sub.add_parser(

@@ -3,6 +3,10 @@
 An embedded broker (Tansu) on a free loopback port, the live worker as a child process, a replay of
 the example log, and the alerts read back from the alerts topic and printed as they fire. Ctrl-C (or
 ``--exit-after-idle``) stops everything; the broker and worker are always killed on the way out.
+
+``--raw``: the raw path instead. The context tables of ``examples/context`` are published to their
+topics, the worker reads the raw topics (``settings.inputs``), and the raw logs of ``examples/raw``
+(the legal register, Zoom webhooks, Okta) are replayed as the platforms would deliver them.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from typing import TextIO
 
 from streams.config.kafka import create_topics, kafka_client
 from streams.config.loader import load_rules, resolve_rules_dir
-from streams.config.settings import KafkaSecurity, Settings
+from streams.config.settings import KafkaSecurity, RawInput, Settings
 from streams.offline.explain_text import safe_text
 from streams.tools.broker import EmbeddedBroker, free_port
 
 SEVERITY_COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "medium": "\033[33m", "low": "\033[36m", "info": ""}
 
 
+RAW_DIR = "examples/raw"
+CONTEXT_DIR = "examples/context"
+RAW_INPUTS = (("requests-csv", "register.csv"), ("zoom-webhook", "zoom.jsonl"), ("okta", "okta.jsonl"))
 HEADER = f"{'event time':<19}  {'severity':<8}  {'rule':<24}  {'alert id':<24}  summary"
 
 
@@ -54,17 +61,26 @@ def metrics_endpoint(host: str, port: int) -> tuple[int, str]:
     return port, f"metrics  http://{host}:{port}/metrics"
 
 
+def raw_inputs(raw_dir: str = RAW_DIR) -> list[tuple[str, str]]:
+    """The raw example logs as ``(mapping id, path)``, as ``backtest --input`` and ``replay --input`` take them."""
+    return [(name, str(Path(raw_dir) / file)) for name, file in RAW_INPUTS]
+
+
 def run_demo(log_path: str = "examples/events.jsonl", config_dir: str | None = None, speed: float | None = None,
-             idle_exit: float | None = None, metrics_port: int = 9464, out: TextIO = sys.stdout) -> int:  # fmt: skip
-    """``config_dir`` None: as ``resolve_rules_dir`` finds it (the command line resolves it first)."""
+             idle_exit: float | None = None, metrics_port: int = 9464, out: TextIO = sys.stdout,
+             raw: bool = False) -> int:  # fmt: skip
+    """``config_dir`` None: as ``resolve_rules_dir`` finds it (the command line resolves it first).
+    ``raw``: replay the raw logs of ``RAW_DIR`` with the context of ``CONTEXT_DIR`` (``log_path`` unused)."""
     shown_config = str(config_dir or resolve_rules_dir())
     # Absolute, so the worker (a child process) reads the same rules whatever it resolves by itself.
     config_dir = str(Path(shown_config).resolve())
     load_rules(config_dir)  # a bad config stops the demo before anything starts
-    if not Path(log_path).is_file():
-        from streams.offline.logio import LogFileError
+    paths = [path for _, path in raw_inputs()] if raw else [log_path]
+    for path in paths:
+        if not Path(path).is_file():
+            from streams.offline.logio import LogFileError
 
-        raise LogFileError(f"{log_path}: no such file")
+            raise LogFileError(f"{path}: no such file")
     work = Path(tempfile.mkdtemp(prefix="modwatch-demo-"))
     metrics_port = metrics_port or free_port()
     metrics_host = Settings.model_fields["metrics_host"].default
@@ -72,10 +88,18 @@ def run_demo(log_path: str = "examples/events.jsonl", config_dir: str | None = N
     with EmbeddedBroker() as broker:
         # The embedded broker speaks plain Kafka: the demo's clients and its worker use that, whatever
         # security the environment or a settings file gives a real deployment.
+        inputs = [RawInput(mapping=name) for name, _ in raw_inputs()] if raw else []
         settings = Settings(bootstrap_servers=broker.bootstrap, rules_dir=config_dir, data_dir=str(work / "data"),
-                            metrics_port=metrics_port, web_port=free_port(), kafka=KafkaSecurity())  # fmt: skip
-        create_topics(broker.bootstrap, {t: 1 for t in settings.topics.input_topics()} | {settings.topics.alerts: 1},
-                      security=settings.kafka)  # fmt: skip
+                            metrics_port=metrics_port, web_port=free_port(), kafka=KafkaSecurity(),
+                            inputs=inputs)  # fmt: skip
+        topics = {t: 1 for t in settings.topics.input_topics()} | {i.topic_name(): 1 for i in inputs}
+        create_topics(broker.bootstrap, topics | {settings.topics.alerts: 1}, security=settings.kafka)
+        if raw:
+            from streams.live.context_tables import publish_context
+
+            counts = publish_context(CONTEXT_DIR, broker.bootstrap, settings.topics.context_prefix,
+                                     security=settings.kafka)  # fmt: skip
+            out.write(f"context  {', '.join(f'{n} {t}' for t, n in counts.items())} rows from {CONTEXT_DIR}\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODWATCH_KAFKA")}
         env.update({
             "MODWATCH_KAFKA__SECURITY_PROTOCOL": settings.kafka.security_protocol,
@@ -85,20 +109,25 @@ def run_demo(log_path: str = "examples/events.jsonl", config_dir: str | None = N
             "MODWATCH_METRICS_HOST": metrics_host,
             "MODWATCH_METRICS_PORT": str(settings.metrics_port),
             "MODWATCH_WEB_PORT": str(settings.web_port),
+            "MODWATCH_INPUTS": json.dumps([item.model_dump() for item in inputs]),
         })  # fmt: skip
         worker_log = work / "worker.log"
         out.write(f"broker   {broker.bootstrap} (Tansu, in memory)\n")
         out.write(metrics_line + "\n")
         out.write(f"worker   log in {worker_log}\n")
-        out.write(f"explain  modwatch explain ALERT_ID --log {log_path} --config {shown_config}"
-                  "   (ALERT_ID: from the table below)\n")  # fmt: skip
+        if raw:
+            flags = " ".join(f"--input {name}={path}" for name, path in raw_inputs())
+            out.write(f"backtest modwatch backtest {flags} --context {CONTEXT_DIR}   (the same alerts)\n")
+        else:
+            out.write(f"explain  modwatch explain ALERT_ID --log {log_path} --config {shown_config}"
+                      "   (ALERT_ID: from the table below)\n")  # fmt: skip
         with worker_log.open("wb") as wlog:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker", "--config", config_dir, "--loglevel", "info"],
                 env=env, stdout=wlog, stderr=subprocess.STDOUT,
             )  # fmt: skip
             try:
-                return _drive(broker, settings, worker, worker_log, log_path, speed, idle_exit, out)
+                return _drive(broker, settings, worker, worker_log, None if raw else log_path, speed, idle_exit, out)
             except KeyboardInterrupt:
                 out.write("\nstopping...\n")
                 return 0
@@ -106,20 +135,30 @@ def run_demo(log_path: str = "examples/events.jsonl", config_dir: str | None = N
                 _stop(worker)
 
 
-def _drive(broker: EmbeddedBroker, settings: Settings, worker: subprocess.Popen[bytes], worker_log: Path, log_path: str,
-           speed: float | None, idle_exit: float | None, out: TextIO) -> int:  # fmt: skip
+def _drive(broker: EmbeddedBroker, settings: Settings, worker: subprocess.Popen[bytes], worker_log: Path,
+           log_path: str | None, speed: float | None, idle_exit: float | None, out: TextIO) -> int:  # fmt: skip
+    """``log_path`` None: the raw example logs (``raw_inputs``)."""
     from kafka import KafkaConsumer, TopicPartition
 
     from streams.core.topology import input_key
-    from streams.tools.replay import replay
+    from streams.tools.replay import replay, replay_raw
 
     null = open(os.devnull, "w")  # noqa: SIM115 - closed below
     try:
-        stats = replay([log_path], broker.bootstrap, settings.topics.topic_for, input_key, speed=speed,
-                       security=settings.kafka, out=null)  # fmt: skip
+        if log_path is None:
+            from streams.inputs import load_mappings, resolve_inputs_dir
+
+            mappings = load_mappings(resolve_inputs_dir(settings.inputs_dir))
+            stats = replay_raw(raw_inputs(), mappings, broker.bootstrap, speed=speed, security=settings.kafka,
+                               out=null)  # fmt: skip
+            what = f"raw records from {RAW_DIR}"
+        else:
+            stats = replay([log_path], broker.bootstrap, settings.topics.topic_for, input_key, speed=speed,
+                           security=settings.kafka, out=null)  # fmt: skip
+            what = f"events from {log_path}"
     finally:
         null.close()
-    out.write(f"replay   {stats.sent} events from {log_path} ({stats.rejected_total} rejected)\n\n")
+    out.write(f"replay   {stats.sent} {what} ({stats.rejected_total} rejected)\n\n")
     out.write(HEADER + "\n")
     consumer = kafka_client(KafkaConsumer, broker.bootstrap, settings.kafka, enable_auto_commit=False,
                             consumer_timeout_ms=500)  # fmt: skip

@@ -69,3 +69,24 @@ def test_demo_runs_end_to_end_and_prints_critical_alerts(monkeypatch):
     critical = [row for row in rows if "  critical  " in row]
     assert any("rapid_takedown" in row and "Ministry of State Security" in row for row in critical), text
     assert f"({len(expected)} alerts)" in text
+
+
+@pytest.mark.broker
+def test_demo_raw_publishes_context_replays_raw_logs_and_prints_the_raw_backtest_alerts(monkeypatch):
+    from streams.inputs import load_mappings, resolve_inputs_dir
+    from streams.inputs.context_files import load_context
+    from streams.offline.raw_backtest import run_raw_backtest
+    from streams.tools.demo import CONTEXT_DIR, raw_inputs
+
+    monkeypatch.chdir(REPO)
+    out = io.StringIO()
+    code = run_demo(config_dir="config", idle_exit=8.0, metrics_port=0, out=out, raw=True)
+    text = out.getvalue()
+    assert code == 0, text
+    assert "context  7 staff, 5 accounts, 2 tickets rows from examples/context" in text
+    assert "--input okta=examples/raw/okta.jsonl --context examples/context" in text
+    expected = run_raw_backtest(raw_inputs(), load_mappings(resolve_inputs_dir(None)), load_rules("config"),
+                                context=load_context(CONTEXT_DIR)).backtest.alerts  # fmt: skip
+    rows = [line for line in text.splitlines() if line[:4] == "2024"]
+    assert {row.split()[4] for row in rows} == {a.alert_id for a in expected}, text
+    assert f"({len(expected)} alerts)" in text
