@@ -58,6 +58,8 @@ COMMON_DOCS = {
     "suppress": "How long repeats of an open incident under the same group key are suppressed and counted "
     "instead of raised. Default: the rule's window (`within`, `window`, `within + lookback`), or 1h for `match`. "
     "For `match` it is also the bucket of event time that makes one incident.",
+    "page": "`always`: each alert at or above the paging severity pages on its own, as well as through its "
+    "incident. `false` (the default): the rule's alerts page only through incidents ([incidents](incidents.md)).",
 }
 
 OPTION_DOCS: dict[tuple[str, str], str] = {

@@ -48,6 +48,10 @@ class Alert:
     labels: dict[str, str]
     mode: str = "live"
     facts: dict[str, Any] = field(default_factory=dict)
+    # Internal, never in ``to_json`` (the alert's bytes stay as they were): whether the rule is
+    # ``page: always``, and the parties the incident engine keys risk on (``subjects_for``).
+    page: bool = False
+    subjects: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +124,30 @@ def labels_for(ctx: Context) -> dict[str, str]:
             out[name] = str(values[0])
     if "request_id" not in out and ctx.first is not None and ctx.first.get("request_id"):
         out["request_id"] = str(ctx.first["request_id"])
+    return out
+
+
+# The parties an alert concerns besides its actor, for the incident engine's risk objects: the
+# target's owner and the requester (from the request of a pair, or the event itself when it is one).
+SUBJECT_PATHS = {
+    "target.owner_id": ("target.owner_id", "first.target.owner_id"),
+    "requester.agency": ("first.requester.agency", "requester.agency"),
+    "requester.jurisdiction": ("first.requester.jurisdiction", "requester.jurisdiction"),
+    "request_id": ("request_id", "first.request_id"),
+    "grantee.id": ("grantee.id",),
+}
+_SUBJECT_GETTERS = {name: tuple(compile_path(p) for p in paths) for name, paths in SUBJECT_PATHS.items()}
+
+
+def subjects_for(ctx: Context) -> dict[str, str]:
+    """``Alert.subjects``: the first value of each ``SUBJECT_PATHS`` entry the incident has."""
+    out: dict[str, str] = {}
+    for name, getters in _SUBJECT_GETTERS.items():
+        for get in getters:
+            values = get(ctx)
+            if values and isinstance(values[0], str | int) and not isinstance(values[0], bool):
+                out[name] = str(values[0])
+                break
     return out
 
 

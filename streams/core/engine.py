@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from streams.core.alerts import Alert, Pseudonymizer, Template, alert_id, labels_for
+from streams.core.alerts import Alert, Pseudonymizer, Template, alert_id, labels_for, subjects_for
 from streams.core.decode import Decoded
 from streams.core.regions import region_label
 from streams.core.rules.base import ACTION_TYPES, Hit, Role, Rule
@@ -426,6 +426,8 @@ class Engine:
             labels=labels_for(ctx),
             mode=rule.config.mode,
             facts=facts,
+            page=rule.config.page == "always",
+            subjects=subjects_for(ctx),
         )
         self.stats.alerts[(rule.id, score.severity.label)] += 1
         return alert

@@ -90,6 +90,9 @@ class RuleConfig(BaseModel):
     mode: Literal["live", "shadow", "observe"] = "live"
     enabled: bool = True
     suppress: Duration | None = None  # default: the rule's window, or 1h; 0: none
+    # always: the rule's alerts page on their own (at or above the paging severity), as well as through
+    # the incident they join; false: they page only through incidents (streams/core/incidents.py).
+    page: Literal["always"] | Literal[False] = False
 
 
 @dataclass(slots=True)
