@@ -47,7 +47,11 @@ def content_digest(view: dict[str, Any]) -> bytes:
 MAX_ALERT_IDS = 32  # alert ids remembered per rule and key, to drop redelivered duplicates
 
 
-DEFAULT_PERSONAL_FIELDS = frozenset({"name", "email", "ip_address", "phone", "address", "user_id", "account_id"})
+# The export fields counted as personal when the rule set has no ``personal_fields`` list: the same as
+# the default rules.yaml's, IP addresses included (personal data under the GDPR).
+DEFAULT_PERSONAL_FIELDS = frozenset({
+    "name", "email", "ip", "ip_address", "phone", "address", "user_id", "account_id", "participant_id", "location",
+})  # fmt: skip
 
 
 class Engine:
