@@ -90,6 +90,10 @@ OPTION_DOCS: dict[tuple[str, str], str] = {
     ("sequence", "max_fanout"): "At most this many keys are taken from one event (a request naming thousands of "
     "targets).",
     ("sequence", "where"): "A predicate over the pair: B is the current event, A is under `first.`.",
+    ("sequence", "after_within"): "An A logged up to this long *after* B still pairs (a request written down "
+    "after the action it asked for); 0: A must come first. The pair's latency is then negative and its "
+    "`{order}` fact reads `request logged after the action`. A waiting B is held until event time passes "
+    "B + `after_within` (plus the allowed lateness).",
     ("absence", "first"): "The event A that expects a companion.",
     ("absence", "then"): "The companion B whose absence is the finding.",
     ("absence", "join"): "How A and B are joined, as for `sequence`.",
@@ -121,8 +125,10 @@ KIND_NOTES = {
     "threshold": "Facts for the summary: `{total}`, `{count}`, `{window}`. The alert lists the window's events "
     "(the newest 50) and describes its newest event.",
     "cardinality": "Facts: `{distinct}`, `{window}`. None of the default rules uses it; see the example.",
-    "sequence": "Order-insensitive within the allowed lateness: a B that arrives before its A waits. Facts: "
-    "`{latency}` (e.g. `24s`). Placeholders under `first.` read A. A key holds at most 100 A events and 100 "
+    "sequence": "Order-insensitive within the allowed lateness: a B that arrives before its A waits. In event "
+    "time A comes first, unless `after_within` lets an A logged shortly after B pair too. Facts: "
+    "`{latency}` (e.g. `24s`; `-30s` for an A logged 30 s after B), `{latency_seconds}`, and `{order}` "
+    "(only for such a pair). Placeholders under `first.` read A. A key holds at most 100 A events and 100 "
     "waiting B events, the newest by event time; the others are counted in "
     "`modwatch_held_events_dropped_total`.",
     "absence": "Fires from the watermark, never the wall clock: a replay of last year behaves as last year did. "
@@ -243,7 +249,9 @@ RULE_NOTES: dict[str, dict[str, str]] = {
         "tuning": "Keep `within: 60s`: it is the requirement itself. To silence partner removals entirely, add "
         "`where: {not: {field: first.requester.kind, eq: partner}}`, but check the effect with `modwatch rules "
         "diff` first: a government request routed through a \"partner\" would then be missed. Prefer leaving them "
-        "low (they cost nothing if the webhook pages from `high`).",
+        "low (they cost nothing if the webhook pages from `high`). `after_within: 5m` pairs a request logged "
+        "after the action (acted on first, written down later; the alert's latency is negative); a request "
+        "logged later than that is more likely another one, and the action then raises `unlogged_request`.",
     },
     "cross_jurisdiction": {
         "catches": "Actions against users outside the requester's jurisdiction: the US and Hong Kong hosts "

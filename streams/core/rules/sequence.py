@@ -4,6 +4,11 @@ Order-insensitive within the allowed lateness: when B arrives before A (A is lat
 until the watermark passes it, and A arriving then still matches. A pair predicate (``where``) sees B
 as the current event and A under ``first.``.
 
+That is arrival order; in event time A must come first, unless ``after_within`` lets an A logged up
+to that long *after* B pair too: a request logged only after the action it asked for is still that
+action's request. B then waits until the watermark passes B + ``after_within``; the pair's latency
+is negative and its facts say ``order: request logged after the action``.
+
 Join keys are tried in order for B: a takedown carrying the request's id joins on ``request``; one
 without it falls back to the target it acted on. A is stored under every key it offers.
 """
@@ -57,9 +62,18 @@ class PairConfig(RuleConfig):
     max_fanout: int = Field(default=1000, ge=1)  # keys taken from one event (a request's targets)
 
 
+# The longest ``after_within``: a B waits that long past the watermark for an A logged after it, and
+# a request logged "seconds to minutes" after its action is the case; beyond an hour a later request
+# on the same target is more likely another request than this action's.
+MAX_AFTER_WITHIN = 3600.0
+LOGGED_AFTER = "request logged after the action"  # the ``order`` fact of a pair whose A came after B
+
+
 class SequenceConfig(PairConfig):
     kind: Literal["sequence"]
     where: Predicate | None = None
+    # How long after B its A may come and still pair (0: A must come first, in event time).
+    after_within: Duration = Field(default=0.0, ge=0, le=MAX_AFTER_WITHIN)
 
 
 def _values(path: str, get: Any, ctx: Context) -> list[str]:
@@ -106,23 +120,24 @@ class Paired(Rule):
         return out
 
 
-def expire_pairs(state: State, within: float, watermark: float) -> State:
+def expire_pairs(state: State, within: float, watermark: float, after: float = 0.0) -> State:
     """Drop the first events no later event can pair with any more, and the pending ones no first
     event can still reach; None when nothing is left."""
     state["a"] = [a for a in state["a"] if a[0] + within >= watermark]
-    # A pending B can only meet an A that is not late, i.e. one at or after the watermark.
-    state["b"] = [b for b in state["b"] if b[0] >= watermark]
+    # A pending B can only meet an A that is not late, i.e. one at or after the watermark, and at
+    # most ``after`` after B.
+    state["b"] = [b for b in state["b"] if b[0] + after >= watermark]
     return state if state["a"] or state["b"] else None
 
 
-def pairs_deadline(state: State, within: float) -> float | None:
+def pairs_deadline(state: State, within: float, after: float = 0.0) -> float | None:
     """When ``expire_pairs`` next has something to drop."""
     if not state:
         return None
     earliest = float("inf")
     for b in state["b"]:
-        if b[0] < earliest:
-            earliest = b[0]
+        if b[0] + after < earliest:
+            earliest = b[0] + after
     for a in state["a"]:
         if a[0] + within < earliest:
             earliest = a[0] + within
@@ -133,11 +148,12 @@ def pairs_deadline(state: State, within: float) -> float | None:
 class SequenceRule(Paired):
     kind = "sequence"
     config_model = SequenceConfig
-    facts = frozenset({"latency", "latency_seconds"})
+    facts = frozenset({"latency", "latency_seconds", "order"})
 
     def __init__(self, config: SequenceConfig, lists: dict[str, list[str]]) -> None:
         super().__init__(config, lists)
         self.scfg = config
+        self.after = config.after_within
         self.pair_test = compile_predicate(config.where, lists)
         self.held_dropped = 0  # held events dropped for ``MAX_HELD`` (a metric)
 
@@ -154,17 +170,17 @@ class SequenceRule(Paired):
             mine.sort(key=lambda entry: entry[0])
             self.held_dropped += len(mine) - MAX_HELD
             del mine[: len(mine) - MAX_HELD]
-        within = self.scfg.within
+        within, after = self.scfg.within, self.after
         hits = []
         if side == "then":
             for a_ts, a_id, a_view in state["a"]:
-                if a_ts <= ts <= a_ts + within:
+                if a_ts - after <= ts <= a_ts + within:
                     hit = self._pair(a_ts, a_id, unhold(a_view), ts, event_id, view)
                     if hit is not None:
                         hits.append(hit)
         else:
             for b_ts, b_id, b_view in state["b"]:
-                if ts <= b_ts <= ts + within:
+                if ts - after <= b_ts <= ts + within:
                     hit = self._pair(ts, event_id, compact(view), b_ts, b_id, unhold(b_view))
                     if hit is not None:
                         hits.append(hit)
@@ -176,26 +192,31 @@ class SequenceRule(Paired):
         if not self.pair_test(Context(b_view, b_ts, first=a_view)):
             return None
         latency = b_ts - a_ts
+        facts: dict[str, Any] = {"latency": format_duration(latency), "latency_seconds": round(latency, 3)}
+        if latency < 0:  # A logged after B (``after_within``): the pair spans B to A
+            facts = {"latency": "-" + format_duration(-latency), "latency_seconds": round(latency, 3),
+                     "order": LOGGED_AFTER}  # fmt: skip
         return Hit(
             anchor=f"{a_id}|{b_id}",
-            ts=b_ts,
-            first_seen=a_ts,
+            ts=max(a_ts, b_ts),
+            first_seen=min(a_ts, b_ts),
             event_ids=[a_id, b_id],
             view=b_view,
             first=a_view,
-            facts={"latency": format_duration(latency), "latency_seconds": round(latency, 3)},
+            facts=facts,
         )
 
     def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
-        return expire_pairs(state, self.scfg.within, watermark), []
+        return expire_pairs(state, self.scfg.within, watermark, self.after), []
 
     def deadline(self, state: State) -> float | None:
-        return pairs_deadline(state, self.scfg.within)
+        return pairs_deadline(state, self.scfg.within, self.after)
 
     def condition_text(self) -> str:
         joins = " or ".join(f"{j.first} = {j.then}" for j in self.scfg.join)
+        after = f" (or logged up to {format_duration(self.after)} after it)" if self.after else ""
         return (
-            f"{'/'.join(self.scfg.first.events)} then {'/'.join(self.scfg.then.events)} within "
+            f"{'/'.join(self.scfg.first.events)}{after} then {'/'.join(self.scfg.then.events)} within "
             f"{format_duration(self.scfg.within)}, joined on {joins}, where {describe(self.scfg.where)}"
         )
 
@@ -234,6 +255,7 @@ class SequenceGroup(Rule):
         self.joins = head.joins
         self.max_fanout = head.pcfg.max_fanout  # part of the group's signature: the same for all
         self.keep = max(m.scfg.within for m in members)  # how long a first event stays useful
+        self.after = max(m.after for m in members)  # how long a pending event waits past the watermark
         self.then_sides = {mask: f"then:{mask}" for mask in range(1, 1 << len(members))}
         # Called with a member and the event when the member's own code fails (the engine counts
         # and logs it as that rule's error); the other members go on. Without it, errors propagate.
@@ -282,11 +304,11 @@ class SequenceGroup(Rule):
         hits: list[Hit] = []
         if mask == 0:
             for b_ts, b_id, b_view, b_mask in _entries(state):
-                if b_mask and ts <= b_ts:
+                if b_mask and ts - self.after <= b_ts:
                     self._pairs(hits, b_mask, ts, event_id, compact(view), b_ts, b_id, b_view)
         else:
             for a_ts, a_id, a_view, a_mask in _entries(state):
-                if not a_mask and a_ts <= ts:
+                if not a_mask and a_ts <= ts + self.after:
                     self._pairs(hits, mask, a_ts, a_id, a_view, ts, event_id, view)
         # Concatenation makes a list of the exact size; an append or ``[*state, ...]`` would leave
         # spare slots in every key's state.
@@ -311,7 +333,7 @@ class SequenceGroup(Rule):
         first: dict[str, Any] | None = None
         then: dict[str, Any] = {}
         for bit, member in enumerate(self.members):
-            if mask >> bit & 1 and b_ts <= a_ts + member.scfg.within:
+            if mask >> bit & 1 and a_ts - member.after <= b_ts <= a_ts + member.scfg.within:
                 if first is None:
                     first, then = unhold(a_view), unhold(b_view)
                 hit = self._guard(member, then, member._pair, a_ts, a_id, first, b_ts, b_id, then)
@@ -373,20 +395,22 @@ class SequenceGroup(Rule):
     def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
         """Drop the first events no member can pair any more (older than the longest ``within``),
         and the pending events no first event can still reach (one that is not late, i.e. at or
-        after the watermark, can only be newer than them)."""
+        after the watermark, can only be newer than them, or at most the longest ``after_within``
+        older)."""
         state = self._read(state)
         kept: list[Any] = []
+        after = self.after
         for entry in _entries(state):
-            if (entry[0] >= watermark) if entry[3] else (entry[0] + self.keep >= watermark):
+            if (entry[0] + after >= watermark) if entry[3] else (entry[0] + self.keep >= watermark):
                 kept += entry
         return ([state[0]] + kept if kept else None), []  # noqa: RUF005  (exact size, as in ``apply``)
 
     def deadline(self, state: State) -> float | None:
         """When ``advance`` next has something to drop."""
         state = self._read(state)
-        earliest, keep = float("inf"), self.keep
+        earliest, keep, after = float("inf"), self.keep, self.after
         for i in range(1, len(state), 4):  # called for every key on every pass: indexes, no tuples
-            when = state[i] if state[i + 3] else state[i] + keep
+            when = state[i] + after if state[i + 3] else state[i] + keep
             if when < earliest:
                 earliest = when
         return earliest + 0.001 if earliest != float("inf") else None

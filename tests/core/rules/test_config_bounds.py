@@ -120,6 +120,8 @@ BAD_OPTIONS = [
     (sequence(within=float("inf")), "within", "a duration must be finite"),
     (sequence(within=0.5), "within", "a duration must be at least 1s"),
     (sequence(within="1000w"), "within", "a duration must be at most 400d"),
+    (sequence(after_within="61m"), "after_within", "less than or equal to 3600"),
+    (sequence(after_within=-1), "after_within", "a duration cannot be negative"),
     (absence(lookback=-1), "lookback", "a duration cannot be negative"),
     (absence(lookback=float("inf")), "lookback", "a duration must be finite"),
     (absence(lookback="0.5s"), "lookback", "a duration must be at least 1s"),
@@ -146,7 +148,7 @@ def test_an_option_that_would_switch_a_rule_off_is_refused(raw: dict[str, Any], 
 def test_the_bounds_themselves_are_accepted() -> None:
     rs = build(
         threshold(window="1s", at_least=0, suppress=0),
-        sequence(within="400d", suppress="1s"),
+        sequence(within="400d", suppress="1s", after_within="1h"),
         absence(lookback=0),
         match({"field": "record_count", "gt": 0}),
     )

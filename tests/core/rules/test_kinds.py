@@ -522,6 +522,53 @@ def test_sequence_within_bound(tmp_path: Path, delay: int, fires: bool) -> None:
     assert len(alerts) == (1 if fires else 0)
 
 
+@pytest.mark.parametrize(("gap", "fires"), [(30, True), (300, True), (301, False), (7200, False)])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_sequence_after_within_pairs_a_first_logged_after_b(
+    tmp_path: Path, gap: int, fires: bool, grouped: bool
+) -> None:
+    """A request logged up to ``after_within`` after its action still pairs, with a negative latency;
+    alone, and as a member of a group (a second rule shares the request side, as in the defaults)."""
+    rules = [_sequence(after_within="5m")]
+    if grouped:
+        rules.append({**_sequence(within="30d"), "id": "other"})
+    rs = ruleset(tmp_path, *rules)
+    late_request = {**REQUEST, "occurred_at": iso(30 + gap)}
+    _, _, alerts = run(rs, [event("meeting.shutdown", "act", 30, request_id="R-1"), late_request])
+    mine = [a for a in alerts if a.rule_id == "s"]
+    assert ids(mine) == ([["req", "act"]] if fires else [])
+    assert [a for a in alerts if a.rule_id == "other"] == []  # after_within 0: the default keeps A first
+    if fires:
+        alert = mine[0]
+        assert alert.facts["latency_seconds"] == -gap
+        assert alert.facts["latency"] == ("-30s" if gap == 30 else "-5m")
+        assert alert.facts["order"] == "request logged after the action"
+        assert (alert.first_seen, alert.last_seen) == (T0 + 30, T0 + 30 + gap)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_sequence_after_within_in_either_arrival_order(tmp_path: Path, grouped: bool) -> None:
+    """The request's event time is after the action's, but it arrives first (within lateness)."""
+    rules = [_sequence(after_within="5m")]
+    if grouped:
+        rules.append({**_sequence(within="30d"), "id": "other"})
+    rs = ruleset(tmp_path, *rules)
+    later_request = {**REQUEST, "occurred_at": iso(60)}
+    _, _, alerts = run(rs, [later_request, event("meeting.shutdown", "act", 30, request_id="R-1")])
+    assert [(a.rule_id, a.event_ids, a.facts["latency_seconds"]) for a in alerts] == [("s", ["req", "act"], -30)]
+
+
+def test_sequence_after_within_keeps_a_pending_b_past_the_lateness(tmp_path: Path) -> None:
+    """A pending action waits for the watermark to pass it + ``after_within``, not just itself."""
+    rs = ruleset(tmp_path, _sequence(after_within="10m"))
+    action = event("meeting.shutdown", "act", 0, request_id="R-1")
+    tick = event("report.filed", "tick", 500)  # watermark 200: past the action, not past it + 10m
+    _, _, alerts = run(rs, [action, tick, {**REQUEST, "occurred_at": iso(550)}])
+    assert ids(alerts) == [["req", "act"]]
+    _, shard, alerts = run(rs, [action, event("report.filed", "tick", 1000)])  # watermark 700 > 600
+    assert alerts == [] and not shard.store
+
+
 def test_sequence_pair_predicate_reads_the_first_event(tmp_path: Path) -> None:
     rs = ruleset(
         tmp_path, _sequence(where={"field": "target.region", "ne_field": "first.requester.jurisdiction"})
