@@ -16,15 +16,19 @@ from typing import Any
 
 import yaml
 
+from streams.core.incident_config import IncidentsConfig, build_incidents_config
 from streams.core.ruleset import ConfigError, RuleSet, build_ruleset
 
 __all__ = [
+    "INCIDENTS_FILE",
     "RULES_FILE",
     "SCORING_FILE",
     "ConfigError",
+    "IncidentsConfig",
     "RuleSet",
     "bundled_rules_dir",
     "copy_bundled_rules",
+    "load_incidents",
     "load_rules",
     "read_yaml_file",
     "resolve_rules_dir",
@@ -32,6 +36,7 @@ __all__ = [
 
 RULES_FILE = "rules.yaml"
 SCORING_FILE = "scoring.yaml"
+INCIDENTS_FILE = "incidents.yaml"
 FIXTURES_DIR = "fixtures"
 CONFIG_ENV = "MODWATCH_CONFIG"
 LOCAL_CONFIG = "config"
@@ -76,7 +81,7 @@ def copy_bundled_rules(dest: str | Path, force: bool = False) -> list[Path]:
     missing); returns the files written. Raises ConfigError, before writing anything, when one of them
     exists already and ``force`` is false."""
     source, target = bundled_rules_dir(), Path(dest)
-    files = [Path(RULES_FILE), Path(SCORING_FILE)]
+    files = [Path(RULES_FILE), Path(SCORING_FILE), Path(INCIDENTS_FILE)]
     files += sorted(p.relative_to(source) for p in (source / FIXTURES_DIR).glob("*.yaml"))
     if target.exists() and not target.is_dir():
         raise ConfigError(f"{target}: not a directory")
@@ -186,3 +191,13 @@ def load_rules(config_dir: str | Path) -> RuleSet:
     present = scoring_path.exists() or scoring_path.is_symlink()
     scoring_raw = read_yaml_file(scoring_path) if present else {}
     return build_ruleset(raw, scoring_raw, str(rules_path), str(scoring_path), str(base))
+
+
+def load_incidents(config_dir: str | Path) -> IncidentsConfig:
+    """The incident configuration of ``config_dir`` (``incidents.yaml``), or the bundled one when the
+    directory has none (a rules directory copied before incidents existed). Raises ConfigError naming
+    the file, the risk object or rule, and the field."""
+    path = Path(config_dir) / INCIDENTS_FILE
+    if not (path.exists() or path.is_symlink()):  # a dangling link is an error, not a missing file
+        path = bundled_rules_dir() / INCIDENTS_FILE
+    return build_incidents_config(read_yaml_file(path), str(path))

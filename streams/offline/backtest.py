@@ -14,6 +14,7 @@ from typing import IO, TextIO
 from streams.core.alerts import Alert
 from streams.core.decode import DEFAULT_LIMITS, ID_CONFLICT, Decoded, Limits, Rejected, decode
 from streams.core.engine import Engine, Replay
+from streams.core.incidents import Incident, IncidentEngine, IncidentUpdate
 from streams.core.ruleset import RuleSet
 from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines, total_size
 from streams.offline.outputs import check_outputs
@@ -30,6 +31,12 @@ class BacktestResult:
     engine: Engine | None = None
     line: Line | None = None  # the line of the event last decoded (to dead-letter an id conflict)
     unwritten: int = 0  # rejected lines not written: the dead-letter file reached its size cap
+    updates: list[IncidentUpdate] = field(default_factory=list)  # with an incident engine, in order
+
+    def incidents(self) -> list[Incident]:
+        """Each incident's final revision, by first alert time then id (``backtest --incidents``)."""
+        final = {u.incident.incident_id: u.incident for u in self.updates}
+        return sorted(final.values(), key=lambda i: (i.first_seen, i.incident_id))
 
     @property
     def late(self) -> int:
@@ -82,11 +89,13 @@ def run_backtest(
     on_alert: Callable[[Alert], None] | None = None,
     events: Iterable[Line] | None = None,
     dead: DeadLetterFile | None = None,
+    incidents: IncidentEngine | None = None,
 ) -> BacktestResult:
     """Run every event of ``paths`` through a fresh engine. Alerts are written to ``output`` as
     they fire, one JSON object per line, in a deterministic order. ``events`` (lines of contract
     events already in memory, from ``backtest --input``) and ``dead`` (an open dead-letter file)
-    replace ``paths`` and ``deadletter``."""
+    replace ``paths`` and ``deadletter``. With ``incidents``, every alert goes through it and event
+    time moves it on with the engine's watermark; its updates are in ``result.updates``."""
     check_readable(paths)
     check_outputs(paths, {"deadletter": deadletter})
     replay = Replay(Engine(ruleset, lateness=lateness, pseudonymize=pseudonymize))
@@ -108,6 +117,10 @@ def run_backtest(
                     output.write(alert.to_json() + "\n")
                 if on_alert is not None:
                     on_alert(alert)
+                if incidents is not None:
+                    result.updates += incidents.observe(alert)
+            if incidents is not None:
+                result.updates += incidents.advance(replay.engine.watermark(replay.shard))
     result.unwritten = deadletters.unwritten
     if progress is not None:
         progress.done()
