@@ -61,6 +61,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.input:  # raw audit logs: mapped, enriched, merged, then the rules (streams/cli/inputs.py)
         from streams.cli.inputs import cmd_backtest_raw
 
+        if args.incidents:
+            raise UsageError("--incidents: give event logs (PATH ...); raw logs (--input) are not supported yet")
         return cmd_backtest_raw(args, _load(args.config))
     if not args.paths:
         raise UsageError("give event logs (PATH ...) or raw logs (--input NAME=PATH)")
@@ -70,7 +72,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     # Before anything is opened for writing: a refused or failing run leaves every output as it was.
     check_readable(args.paths)
     check_outputs(args.paths, {"--output": args.output, "--deadletter": args.deadletter, "--report": args.report,
-                               "--metrics": args.metrics})  # fmt: skip
+                               "--metrics": args.metrics, "--incidents": args.incidents})  # fmt: skip
+    incidents = None
+    if args.incidents or args.report:  # the report has an incidents section
+        from streams.config.loader import load_incidents
+        from streams.core.incidents import IncidentEngine
+
+        args.incident_config = load_incidents(args.config)
+        incidents = IncidentEngine(args.incident_config)
     with AtomicOutput(out_path) as output:
         result = run_backtest(
             args.paths,
@@ -83,8 +92,13 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             lateness=args.lateness,
             pseudonymize=key_from_env(args.pseudonymize_key_env, MIN_KEY_BYTES),
             progress=Progress("backtest"),
+            incidents=incidents,
         )
     print_summary(result)
+    if args.incidents:
+        from streams.cli.tuning import write_backtest_incidents
+
+        write_backtest_incidents(args, result)
     if args.report or args.explain:
         from streams.cli.tuning import backtest_extras
 
@@ -276,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reject lines longer than N bytes (default 1 MiB)")  # fmt: skip
     bt.add_argument("--report", metavar="FILE", help="also write a self-contained HTML report (charts, explanations)")
     bt.add_argument("--explain", action="store_true", help="after the summary, explain every high/critical alert")
+    bt.add_argument("--incidents", metavar="FILE", help="also write the incidents (JSONL: each one's final revision; "
+                    "incidents.yaml in the rules directory) and print the pages with and without them")
     from streams.cli.inputs import add_raw_input_args
 
     add_raw_input_args(bt)

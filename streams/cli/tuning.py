@@ -117,7 +117,6 @@ def cmd_rules_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from streams.cli.common import UsageError
     from streams.cli.common import key_from_env as _audit_key
     from streams.config.loader import load_rules
     from streams.core.alerts import MIN_KEY_BYTES
@@ -129,9 +128,38 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         explanations = explain_ids(ruleset, args.alert_ids, args.logs, pseudonymize=key, **_options(args))
     except AlertNotFound as exc:
-        raise UsageError(str(exc)) from None
-    print("\n\n".join(render_text(ex) for ex in explanations))
+        texts = _explain_with_incidents(args, ruleset, key, exc)
+    else:
+        texts = [render_text(ex) for ex in explanations]
+    print("\n\n".join(texts))
     return 0
+
+
+def _explain_with_incidents(args: argparse.Namespace, ruleset: RuleSet, key: bytes | None,
+                            missing: Exception) -> list[str]:  # fmt: skip
+    """``explain`` given ids that are not all alert ids: those that are incident ids over the log are
+    explained as incidents (their alerts' timeline); any other id is an error, as before."""
+    from streams.cli.common import UsageError
+    from streams.config.loader import load_incidents
+    from streams.offline.explain import AlertNotFound, explain_ids
+    from streams.offline.explain_text import render_text
+    from streams.offline.incidents import explain_incident, find_incidents, render_incident_text
+
+    options = {**_options(args), "pseudonymize": key}
+    incidents = {i.incident_id: i for i in find_incidents(ruleset, load_incidents(args.config), args.logs, **options)}
+    alert_ids = [a.strip() for a in args.alert_ids if a.strip() not in incidents]
+    try:
+        alerts = iter(explain_ids(ruleset, alert_ids, args.logs, **options) if alert_ids else [])
+    except AlertNotFound:
+        raise UsageError(f"{missing}; nor an incident id of the {len(incidents)} incidents raised") from None
+    texts = []
+    for given in args.alert_ids:
+        incident = incidents.get(given.strip())
+        if incident is None:
+            texts.append(render_text(next(alerts)))
+        else:
+            texts.append(render_incident_text(explain_incident(incident, ruleset, args.logs, **options)))
+    return texts
 
 
 def backtest_extras(args: argparse.Namespace, ruleset: RuleSet, result: BacktestResult, limits: Limits) -> None:
@@ -158,6 +186,12 @@ def backtest_extras(args: argparse.Namespace, ruleset: RuleSet, result: Backtest
     if args.report:
         period = (run.first_ts, run.last_ts) if run.first_ts is not None and run.last_ts is not None else None
         data = ReportData(result, run.explanations, list(args.paths), ruleset.source, period)
+        config = getattr(args, "incident_config", None)
+        if config is not None:
+            from streams.offline.incidents import page_count
+
+            data.incidents = result.incidents()
+            data.pages = page_count(result.alerts, result.updates, Severity.parse(config.paging_severity))
         try:
             with AtomicOutput(args.report) as fh:  # a failed report leaves the previous one
                 fh.write(render_report(data))
@@ -165,3 +199,17 @@ def backtest_extras(args: argparse.Namespace, ruleset: RuleSet, result: Backtest
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split(": ")[-1]
             raise UsageError(f"{args.report}: cannot write the report: {detail}") from None
         sys.stderr.write(f"report written to {args.report}\n")
+
+
+def write_backtest_incidents(args: argparse.Namespace, result: BacktestResult) -> None:
+    """``backtest --incidents FILE``: each incident's final revision, and the pages with and without them."""
+    from streams.core.scoring import Severity
+    from streams.offline.incidents import page_count, write_incidents
+    from streams.offline.outputs import AtomicOutput
+
+    with AtomicOutput(args.incidents) as out:
+        written = write_incidents(out, result.incidents())
+    pages = page_count(result.alerts, result.updates, Severity.parse(args.incident_config.paging_severity))
+    sys.stderr.write(f"incidents: {written:,}  pages: {pages.before:,} without incidents, {pages.after:,} with them "
+                     f"({pages.incidents:,} incidents + {pages.always:,} page: always alerts)\n"
+                     f"incidents written to {args.incidents}\n")  # fmt: skip

@@ -3,8 +3,8 @@
 Inline CSS and inline SVG drawn here, no script and nothing fetched: the file opens offline, in a
 mail attachment or an evidence folder, and renders the same everywhere. Sections: totals, a timeline
 of alerts by severity over the replayed period, alerts by rule, the request-to-action latency
-distribution with the one-minute line, the top actors by score, and the high and critical alerts
-with their explanations.
+distribution with the one-minute line, the top actors by score, the incidents (when the backtest ran
+them) and the high and critical alerts with their explanations.
 
 Everything that comes from events (ids, names, summaries, reasons) is untrusted and goes through
 ``html.escape``: the only markup in the file is written here.
@@ -27,6 +27,7 @@ from streams.core.stats import LATENCY_BUCKETS, Histogram
 from streams.offline.backtest import BacktestResult
 from streams.offline.explain import Explanation
 from streams.offline.explain_text import event_fields, fact_text, offset_text
+from streams.offline.incidents import Incident, PageCount, incidents_html
 
 SEVERITY_COLORS = {
     Severity.CRITICAL: "#b91c1c",
@@ -48,6 +49,8 @@ class ReportData:
     config: str = ""
     period: tuple[float, float] | None = None  # first and last event time replayed
     title: str = "modwatch backtest report"
+    incidents: list[Incident] | None = None  # with backtest --incidents: a section of them, and the pages
+    pages: PageCount | None = None
 
 
 def _e(value: object) -> str:
@@ -495,6 +498,7 @@ def render_report(data: ReportData) -> str:
         "<figcaption>Sum of the scores of the alerts naming the actor; colour is the worst severity.</figcaption>",
         _actor_table(actor_rows),
         "</figure>",
+        incidents_html(data.incidents, data.pages) if data.incidents is not None else "",
         f'<h2 id="serious">High and critical alerts ({len(serious)})</h2>',
         _alert_table(serious, explanations),
         "</main></body></html>",
