@@ -82,6 +82,8 @@ OPTION_DOCS: dict[tuple[str, str], str] = {
     ("cardinality", "at_least"): "Fire when at least this many distinct values are seen in the window.",
     ("cardinality", "above"): "Fire when strictly more distinct values than this are seen.",
     ("cardinality", "field"): "The field whose distinct values are counted (all values of a list).",
+    ("cardinality", "min_events"): "The window must also hold at least this many events (1: any number). Counted "
+    "from the newest 50 events kept per key, hence the bound.",
     ("sequence", "first"): "The earlier event A (usually the external request).",
     ("sequence", "then"): "The later event B (the action or export).",
     ("sequence", "join"): "How A and B are joined, tried in order for B: the first join whose `then` path has a "
@@ -122,9 +124,12 @@ BLOCK_DOCS: dict[tuple[str, str], str] = {
 KIND_NOTES = {
     "match": "Late events still match. One incident per group key and `suppress`-long bucket of event time, so "
     "the alert id does not depend on which event of the bucket arrived first.",
-    "threshold": "Facts for the summary: `{total}`, `{count}`, `{window}`. The alert lists the window's events "
+    "threshold": "The bound is checked at every event, not when the window closes: a 30-day sum alerts at the "
+    "event that takes it past the bound, with the total so far. "
+    "Facts for the summary: `{total}`, `{count}`, `{window}`. The alert lists the window's events "
     "(the newest 50) and describes its newest event.",
-    "cardinality": "Facts: `{distinct}`, `{window}`. None of the default rules uses it; see the example.",
+    "cardinality": "Facts: `{distinct}`, `{count}` (the window's events, at most 50), `{window}`. The default "
+    "`host_reports` uses it.",
     "sequence": "Order-insensitive within the allowed lateness: a B that arrives before its A waits. In event "
     "time A comes first, unless `after_within` lets an A logged shortly after B pair too. Facts: "
     "`{latency}` (e.g. `24s`; `-30s` for an A logged 30 s after B), `{latency_seconds}`, and `{order}` "
@@ -327,6 +332,19 @@ RULE_NOTES: dict[str, dict[str, str]] = {
         "work (`employee_reporter`).",
         "tuning": "`at_least: 3` and `window: 1h` set the coordination bar; the 7-day account age is in "
         "`select.where` (`age_lt: 7d`). Dropping the employee branch loses the liaison's own reports.",
+    },
+    "host_reports": {
+        "catches": "Fabricated reports spread thin: severe reports from new accounts or staff against several "
+        "meetings of one host, each meeting below `fabricated_reports`' three within an hour. The host, whose "
+        "account the reports aim to get suspended, is the key: at least four reports against at least two of "
+        "its meetings within 24 h. One meeting reported on its own is `fabricated_reports`' alone (the example "
+        "log's four reports against one religious meeting raise no `host_reports` alert).",
+        "false_positives": "A host whose meetings are raided several times a day (raids bring new accounts on "
+        "both sides), and trust and safety staff reporting a host's meetings as part of their work "
+        "(`employee_reporter`).",
+        "tuning": "`at_least` is the number of distinct meetings, `min_events` the number of reports, `window` "
+        "how far apart they may be; the 7-day account age is in `select.where` (`age_lt: 7d`), as in "
+        "`fabricated_reports`.",
     },
     "takedown_burst": {
         "catches": "A campaign against one community: at least three takedowns within a day of targets sharing "

@@ -24,6 +24,7 @@ DEFAULT_RULES = {
     "undocumented_action",
     "cross_region_access",
     "fabricated_reports",
+    "host_reports",
     "takedown_burst",
     "unlogged_request",
 }
@@ -74,10 +75,10 @@ def test_bad_config_is_refused_with_a_precise_message(config_dir: Path) -> None:
 def test_default_config_loads() -> None:
     rules = load_rules(CONFIG)
     alerting = [rule for rule in rules.rules if rule.config.mode != "observe"]
-    assert len(alerting) == 9
+    assert len(alerting) == 10
     assert {rule.id for rule in alerting} == DEFAULT_RULES
     assert [rule.id for rule in rules.rules if rule.config.mode == "observe"] == ["request_latency"]
-    assert {rule.kind for rule in rules.rules} == {"sequence", "threshold", "match", "absence"}
+    assert {rule.kind for rule in rules.rules} == {"sequence", "threshold", "cardinality", "match", "absence"}
     assert rules.get("bulk_export").window == 86400.0
     assert set(rules.lists) == {"sensitive_tags", "personal_fields", "severe_categories"}
     with pytest.raises(KeyError):
@@ -94,7 +95,7 @@ def test_missing_config_dir_is_a_config_error(tmp_path: Path) -> None:
 def test_validate_accepts_the_default_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "validate", "--config", str(CONFIG)]) == 0
     out, err = capsys.readouterr()
-    assert "10 rules OK (9 live, 0 shadow, 1 observe)" in out
+    assert "11 rules OK (10 live, 0 shadow, 1 observe)" in out  # host_reports the tenth live rule
     assert err == ""
 
 

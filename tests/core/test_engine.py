@@ -114,6 +114,18 @@ def incidents(at: float) -> list[dict[str, Any]]:
             )
             for i in range(3)
         ],
+        # host_reports: two severe reports against each of two meetings of one host, none enough alone
+        *[
+            ev(
+                "report.filed",
+                f"i-h{i}",
+                at + 2000 + 600 * i,
+                {"id": f"user-new-h{i}", **new_user},
+                target={"kind": "meeting", "id": f"mtg-pastor-{i % 2}", "region": "US", "owner_id": "acct-pastor"},
+                category="violence",
+            )
+            for i in range(4)
+        ],
     ]
 
 

@@ -2,6 +2,10 @@
 
 State per key: each distinct value with the last time it was seen (capped: once the bound is met
 there is no need to remember more values than the bound asks for, plus slack).
+
+``min_events`` asks for enough events as well as enough distinct values: severe reports against two
+of one host's meetings are two reports, or eight. The events of a window are counted from the ids
+kept for the alert (the newest ``MAX_IDS``), hence the bound.
 """
 
 from __future__ import annotations
@@ -13,19 +17,29 @@ from pydantic import Field
 from streams.core.rules.base import Hit, RuleConfig, State, describe, register
 from streams.core.rules.duration import format_duration
 from streams.core.rules.predicate import Context, compile_path
-from streams.core.rules.threshold import Windowed, WindowedConfig, add_id, in_window, remember_latest, window_hit
+from streams.core.rules.threshold import (
+    MAX_IDS,
+    Windowed,
+    WindowedConfig,
+    add_id,
+    in_window,
+    remember_latest,
+    window_hit,
+)
 
 
 class CardinalityConfig(WindowedConfig):
     kind: Literal["cardinality"]
     field: str = Field(min_length=1)  # whose distinct values are counted
+    # ... and the events in the window must be at least this many (1: any number will do).
+    min_events: int = Field(default=1, ge=1, le=MAX_IDS)
 
 
 @register
 class CardinalityRule(Windowed):
     kind = "cardinality"
     config_model = CardinalityConfig
-    facts = frozenset({"distinct", "window"})
+    facts = frozenset({"distinct", "count", "window"})
 
     def __init__(self, config: CardinalityConfig, lists: dict[str, list[str]]) -> None:
         super().__init__(config, lists)
@@ -60,8 +74,11 @@ class CardinalityRule(Windowed):
                 best_end, best = end, distinct
         if not self.reached(best):
             return state, []
-        hit = window_hit(state.get("lv"), in_window(state["i"], best_end - self.size, best_end), ts, view)
-        hit.facts = {"distinct": best, "window": format_duration(self.size)}
+        window = in_window(state["i"], best_end - self.size, best_end)
+        if len(window) < self.ccfg.min_events:
+            return state, []
+        hit = window_hit(state.get("lv"), window, ts, view)
+        hit.facts = {"distinct": best, "count": len(window), "window": format_duration(self.size)}
         return state, [hit]
 
     def advance(self, state: State, watermark: float) -> tuple[State, list[Hit]]:
@@ -76,8 +93,9 @@ class CardinalityRule(Windowed):
 
     def condition_text(self) -> str:
         keys = ", ".join(g[0] for g in self.groups)
+        events = f" in at least {self.ccfg.min_events} events" if self.ccfg.min_events > 1 else ""
         return (
-            f"distinct {self.ccfg.field} per {keys} within {format_duration(self.size)} {self.bound_text()}, "
+            f"distinct {self.ccfg.field} per {keys} within {format_duration(self.size)} {self.bound_text()}{events}, "
             f"over {'/'.join(self.ccfg.select.events)} where {describe(self.ccfg.select.where)}"
         )
 

@@ -5,6 +5,10 @@ State per key is bucketed so that it stays small however busy the key is: a wind
 to 1/240 of its length. The most recent contributing event ids are kept (for the alert and to drop
 redelivered events).
 
+The bound is checked at every event, over the windows containing it, not when a window closes: a
+30-day sum of small exports alerts at the export that takes it past the bound, with the total so far
+(``{total}``, ``{count}``), however long the window. Expiry (``advance``) only drops old buckets.
+
 A threshold's state is a list, ``[buckets, ids, latest ts, latest held event]``: a key with one
 event in its window spent more on a dict and a nested ``lv`` list than on what they held. State
 saved as ``{"b": buckets, "i": ids, "lv": [ts, held event]}`` is still read.

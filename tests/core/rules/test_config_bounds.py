@@ -158,4 +158,4 @@ def test_the_bounds_themselves_are_accepted() -> None:
 def test_the_bundled_rules_still_load() -> None:
     from streams.config.loader import load_rules
 
-    assert len(load_rules(Path(__file__).resolve().parents[3] / "config").rules) == 10
+    assert len(load_rules(Path(__file__).resolve().parents[3] / "config").rules) == 11  # with host_reports

@@ -361,6 +361,28 @@ def test_threshold_sum(tmp_path: Path, counts: tuple[int, ...], bound: dict[str,
         assert alerts[0].event_ids == [f"x{i}" for i in range(len(counts))]
 
 
+@pytest.mark.parametrize(("exports", "records", "crossing"), [(40, 60, 34), (100, 25, 81)])
+def test_threshold_sum_alerts_at_the_crossing_event_however_long_the_window(
+    tmp_path: Path, exports: int, records: int, crossing: int
+) -> None:
+    """A 30-day sum is checked at every event, not when its window closes: a drip over two weeks alerts
+    at the export that takes the total past the bound, with the running total; the rest are repeats."""
+    rs = ruleset(
+        tmp_path,
+        rule("t", "threshold", select={"events": ["export"]}, group_by=["actor.id"], aggregate="sum",
+             field="record_count", window="30d", above=2000),
+    )  # fmt: skip
+    step = 14 * 86400 / exports
+    log = [event("data.export", f"x{i + 1}", i * step, record_count=records) for i in range(exports)]
+    _, _, alerts = run(rs, log)
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert.event_ids[-1] == f"x{crossing}"
+    assert alert.last_seen == T0 + (crossing - 1) * step
+    assert (alert.facts["total"], alert.facts["count"]) == (crossing * records, crossing)
+    assert run(rs, log[: crossing - 1])[2] == []
+
+
 def test_threshold_counts_each_group_separately(tmp_path: Path) -> None:
     rs = ruleset(tmp_path, _count_rule())
     other = {**ACTOR, "id": "emp-2"}
@@ -460,6 +482,16 @@ def test_cardinality_values_outside_the_window_do_not_count(tmp_path: Path) -> N
     rs2 = ruleset(tmp_path, _distinct_rule())
     _, _, alerts = run(rs2, [_on("e1", 0, "a"), _on("e2", 1800, "b"), _on("e3", 3599, "c")])
     assert len(alerts) == 1
+
+
+def test_cardinality_min_events_asks_for_enough_events_too(tmp_path: Path) -> None:
+    rs = ruleset(tmp_path, {**_distinct_rule(), "at_least": 2, "min_events": 4})
+    three = [_on("e1", 0, "a"), _on("e2", 10, "b"), _on("e3", 20, "b")]
+    assert run(rs, three)[2] == []
+    _, _, alerts = run(rs, [*three, _on("e4", 30, "a")])
+    assert [(a.event_ids, a.facts["distinct"], a.facts["count"]) for a in alerts] == [(["e1", "e2", "e3", "e4"], 2, 4)]
+    _, _, alerts = run(rs, [_on(f"e{i}", i, "same") for i in range(6)])  # many events, one value
+    assert alerts == []
 
 
 # -- sequence -------------------------------------------------------------------------------------
