@@ -14,6 +14,7 @@ from typing import IO, TextIO
 from streams.core.alerts import Alert
 from streams.core.decode import DEFAULT_LIMITS, ID_CONFLICT, Decoded, Limits, Rejected, decode
 from streams.core.engine import Engine, Replay
+from streams.core.incident_feed import IncidentFeed
 from streams.core.incidents import Incident, IncidentEngine, IncidentUpdate
 from streams.core.ruleset import RuleSet
 from streams.offline.logio import DeadLetterFile, Line, check_readable, iter_lines, total_size
@@ -94,12 +95,14 @@ def run_backtest(
     """Run every event of ``paths`` through a fresh engine. Alerts are written to ``output`` as
     they fire, one JSON object per line, in a deterministic order. ``events`` (lines of contract
     events already in memory, from ``backtest --input``) and ``dead`` (an open dead-letter file)
-    replace ``paths`` and ``deadletter``. With ``incidents``, every alert goes through it and event
-    time moves it on with the engine's watermark; its updates are in ``result.updates``."""
+    replace ``paths`` and ``deadletter``. With ``incidents``, every alert goes through it in the order
+    the live worker uses (``IncidentFeed``: once the engine's watermark passes it, by time then id) and
+    event time moves it on with the watermark; its updates are in ``result.updates``."""
     check_readable(paths)
     check_outputs(paths, {"deadletter": deadletter})
     replay = Replay(Engine(ruleset, lateness=lateness, pseudonymize=pseudonymize))
     result = BacktestResult(engine=replay.engine)
+    feed = IncidentFeed(incidents) if incidents is not None else None
     started = time.monotonic()
     lines = iter_lines(paths, limits.max_bytes) if events is None else iter(events)
     if progress is not None and events is None:
@@ -117,10 +120,12 @@ def run_backtest(
                     output.write(alert.to_json() + "\n")
                 if on_alert is not None:
                     on_alert(alert)
-                if incidents is not None:
-                    result.updates += incidents.observe(alert)
-            if incidents is not None:
-                result.updates += incidents.advance(replay.engine.watermark(replay.shard))
+                if feed is not None:
+                    feed.add(alert)
+            if feed is not None:
+                result.updates += feed.release(replay.engine.watermark(replay.shard))
+        if feed is not None:
+            result.updates += feed.drain()
     result.unwritten = deadletters.unwritten
     if progress is not None:
         progress.done()
