@@ -49,6 +49,7 @@ class Topics(BaseModel):
     events: dict[str, str] = Field(default_factory=lambda: dict.fromkeys(EVENT_TYPES, "modwatch.events"))
     alerts: str = "modwatch.alerts"
     deadletter: str = "modwatch.deadletter"
+    incidents: str = "modwatch.incidents"  # each incident revision, keyed by incident id
     keyed: str = "modwatch.keyed"  # internal: events repartitioned by rule key
     context_prefix: str = "modwatch.context."  # + staff, accounts, tickets: compacted context tables
     partitions: int = Field(default=1, ge=1, le=256)  # for topics modwatch creates
@@ -120,6 +121,10 @@ class Settings(BaseSettings):
     alertmanager_min_severity: Literal["info", "low", "medium", "high", "critical"] = "high"
     # endsAt = send time + this; 0 leaves endsAt unset (Alertmanager's resolve_timeout applies).
     alertmanager_resolve_after_seconds: float = Field(default=3600.0, ge=0)
+    # What pages: one Alertmanager alert per incident (and each alert of a ``page: always`` rule), or
+    # every alert on its own as before incidents.
+    alertmanager_paging: Literal["incidents", "alerts"] = "incidents"
+    webhook_incidents: bool = False  # also POST each incident revision to the webhook
     session_timeout_seconds: float = Field(default=6.0, gt=0)  # short joins on Tansu; raise for Apache Kafka
     heartbeat_seconds: float = Field(default=1.0, gt=0)
     # Standby copies of each table partition on other workers (Faust's table_standby_replicas; its

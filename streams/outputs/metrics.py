@@ -76,6 +76,25 @@ class Health:
     changelog_records: int = 0  # state changes written to the changelog (values and tombstones)
     changelog_bytes: int = 0  # their keys and values, serialised
     inputs: dict[str, InputStats] = field(default_factory=dict)  # raw input id -> its counters
+    # Incidents (the worker running the incidents stage), by severity and risk object kind (bounded:
+    # five severities, the kinds of incidents.yaml); updates also by change (attached, escalated).
+    incidents_opened: Counter[tuple[str, str]] = field(default_factory=Counter)
+    incidents_updated: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    incidents_closed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    open_incidents: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def record_incidents(self, changes: Iterable[tuple[str, str, str]], open_now: Iterable[tuple[str, str]]) -> None:
+        """``changes``: (change, severity, kind) of each incident update; ``open_now``: (severity, kind)
+        of every open incident (a series that falls to none stays, at 0)."""
+        for change, severity, kind in changes:
+            if change == "opened":
+                self.incidents_opened[(severity, kind)] += 1
+            elif change == "closed":
+                self.incidents_closed[(severity, kind)] += 1
+            else:
+                self.incidents_updated[(change, severity, kind)] += 1
+        counts = Counter(open_now)
+        self.open_incidents = {key: counts.get(key, 0) for key in {*self.open_incidents, *counts}}
 
     def record_offsets(self, end: dict[str, int], committed: dict[str, int]) -> None:
         if committed != self.committed:
@@ -209,6 +228,20 @@ class ModwatchCollector(Collector):
         yield _counter("modwatch_sink_dropped", "Alerts dropped because a sink's buffer was full", ["sink"],
                        health.sink_dropped.items())  # fmt: skip
         yield from _input_metrics(health.inputs)
+        yield from _incident_metrics(health)
+
+
+def _incident_metrics(health: Health) -> Iterator[Metric]:
+    by = ["severity", "risk_object"]
+    yield _counter("modwatch_incidents_opened", "Incidents opened, by severity and risk object kind", by,
+                   health.incidents_opened.items())  # fmt: skip
+    yield _counter("modwatch_incidents_updated", "Incident revisions adding an alert (attached) or raising its "
+                   "severity (escalated), by change, severity and risk object kind", ["change", *by],
+                   health.incidents_updated.items())  # fmt: skip
+    yield _counter("modwatch_incidents_closed", "Incidents closed after their quiet time, by severity and risk "
+                   "object kind", by, health.incidents_closed.items())  # fmt: skip
+    yield _gauge("modwatch_open_incidents", "Open incidents, by severity and risk object kind", by,
+                 health.open_incidents.items())  # fmt: skip
 
 
 def _input_metrics(inputs: dict[str, InputStats]) -> Iterator[Metric]:

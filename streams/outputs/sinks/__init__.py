@@ -1,4 +1,5 @@
-"""Ways out for alerts besides the alerts topic: one file each. ``SinkSet`` fans an alert out.
+"""Ways out for alerts besides the alerts topic: one file each. ``SinkSet`` fans an alert out, and
+an incident revision to the sinks that take them (``deliver_incident``: Alertmanager, the webhook).
 
 A sink never blocks the stream: ``deliver`` is synchronous and cheap (append to a file, or enqueue
 for a background sender). Shadow-mode alerts are recorded (file, topic, metrics) but never sent to
@@ -12,6 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Protocol
 
 from streams.core.alerts import Alert
+from streams.core.incidents import IncidentUpdate
 
 if TYPE_CHECKING:
     from streams.config.settings import Settings
@@ -49,7 +51,8 @@ class SinkSet:
             from streams.outputs.sinks.webhook import WebhookSink
 
             severity = Severity.parse(settings.webhook_min_severity)
-            sinks.append(WebhookSink(settings.webhook_url, severity, health=health))
+            sinks.append(WebhookSink(settings.webhook_url, severity, health=health,
+                                     incidents=settings.webhook_incidents))  # fmt: skip
         if settings.alertmanager_url:
             from streams.core.scoring import Severity
             from streams.outputs.sinks.alertmanager import AlertmanagerSink
@@ -57,6 +60,7 @@ class SinkSet:
             sinks.append(AlertmanagerSink(
                 settings.alertmanager_url, Severity.parse(settings.alertmanager_min_severity),
                 resolve_after=settings.alertmanager_resolve_after_seconds, health=health,
+                paging=settings.alertmanager_paging,
             ))  # fmt: skip
         if health is not None:
             health.sinks = [sink.name for sink in sinks]
@@ -72,6 +76,18 @@ class SinkSet:
             except Exception:
                 self.failures[sink.name] += 1
                 log.exception("sink %s failed for alert %s", sink.name, alert.alert_id)
+
+    def deliver_incident(self, update: IncidentUpdate) -> None:
+        for sink in self.sinks:
+            deliver = getattr(sink, "deliver_incident", None)
+            if deliver is None:
+                continue
+            try:
+                deliver(update)
+                self.delivered[sink.name] += 1
+            except Exception:
+                self.failures[sink.name] += 1
+                log.exception("sink %s failed for incident %s", sink.name, update.incident.incident_id)
 
     async def start(self) -> None:
         for sink in self.sinks:

@@ -15,11 +15,13 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
 
 from streams.core.alerts import Alert
+from streams.core.incidents import IncidentUpdate
 from streams.core.scoring import Severity
 
 if TYPE_CHECKING:
@@ -28,6 +30,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SENT, REFUSED = "sent", "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentPage:
+    """An incident revision on its way out; ``replaces``: the labels it was last sent with, when
+    they changed (a raised severity, new top rules), for the sink to resolve that alert."""
+
+    update: IncidentUpdate
+    replaces: dict[str, str] | None = None
+
+
+Item = Alert | IncidentPage  # what the queue holds
+
+
+def item_id(item: Item) -> str:
+    return item.alert_id if isinstance(item, Alert) else f"incident {item.update.incident.incident_id}"
 
 
 class QueuedSink(ABC):
@@ -44,28 +62,32 @@ class QueuedSink(ABC):
         self.timeout = timeout
         self.drain_seconds = drain_seconds
         self.health = health
-        self.queue: asyncio.Queue[Alert] | None = None
+        self.queue: asyncio.Queue[Item] | None = None
         self.stats: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
 
     @abstractmethod
-    async def attempt(self, session: aiohttp.ClientSession, alerts: list[Alert]) -> str:
-        """Called by the sender for one batch: POST it; return ``SENT``, ``REFUSED`` (logged, not
-        retried) or a short reason to retry with. May raise aiohttp/OS errors (retried)."""
+    async def attempt(self, session: aiohttp.ClientSession, alerts: list[Item]) -> str:
+        """Called by the sender for one batch (alerts, and incident revisions from ``enqueue``): POST
+        it; return ``SENT``, ``REFUSED`` (logged, not retried) or a short reason to retry with. May
+        raise aiohttp/OS errors (retried)."""
 
     def deliver(self, alert: Alert) -> None:
         """Called on the stream for every alert: filter and enqueue, never wait."""
         if alert.severity < self.min_severity:
             return
+        self.enqueue(alert)
+
+    def enqueue(self, item: Item) -> None:
         if self.queue is None:
             self.queue = asyncio.Queue(self.capacity)
         try:
-            self.queue.put_nowait(alert)
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.stats["dropped"] += 1
             if self.health is not None:
                 self.health.sink_dropped[self.name] += 1
-            log.error("%s queue full (%d): dropped alert %s", self.name, self.capacity, alert.alert_id)
+            log.error("%s queue full (%d): dropped %s", self.name, self.capacity, item_id(item))
 
     async def start(self) -> None:
         if self.queue is None:
@@ -102,8 +124,8 @@ class QueuedSink(ABC):
                     for _ in alerts:
                         self.queue.task_done()
 
-    async def _send(self, session: aiohttp.ClientSession, alerts: list[Alert]) -> None:
-        ids = ", ".join(a.alert_id for a in alerts)
+    async def _send(self, session: aiohttp.ClientSession, alerts: list[Item]) -> None:
+        ids = ", ".join(item_id(a) for a in alerts)
         backoff = 0.5
         while True:
             try:
