@@ -1,7 +1,9 @@
 """create_app(settings) -> faust.App: wiring only. The logic is in ``streams/live/pipeline.py``.
 
 Topics: the input topics (``settings.topics.events``), the internal keyed topic and its table's
-changelog (both ``settings.topics.partitions`` partitions), the alerts and dead-letter topics.
+changelog (both ``settings.topics.partitions`` partitions), the alerts and dead-letter topics, and
+for incidents (``streams/live/incidents_stage.py``) the internal incident feed and the ``incidents``
+table's changelog (one partition each) and the incidents topic.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from streams.config.settings import Settings
 from streams.core.alerts import Alert
 from streams.core.decode import Limits
 from streams.core.engine import Engine
+from streams.core.incident_config import IncidentsConfig
+from streams.core.incidents import IncidentUpdate
 from streams.core.ruleset import RuleSet
 from streams.live.changelog import Change, changelog_records
 from streams.live.context_tables import ContextTables, wait_ready
@@ -33,6 +37,7 @@ from streams.live.faust_ext.store import SCHEME as STORE_SCHEME
 from streams.live.faust_ext.store import register as register_store
 from streams.live.faust_ext.transport import broker_urls
 from streams.live.faust_ext.transport import register as register_transport
+from streams.live.incidents_stage import SNAPSHOT_KEY, IncidentStage, alert_record, feed_topic, mark_record
 from streams.live.pipeline import Evaluator, Router
 from streams.live.raw_inputs import Normalizer, resolve_raw_inputs
 from streams.live.wire import Outgoing, bundle
@@ -79,6 +84,7 @@ class Runtime:
     health: Health
     topics: dict[str, Any] = field(default_factory=dict)
     context: ContextTables | None = None  # with raw inputs
+    incidents: IncidentStage | None = None
 
 
 def _faust_settings(settings: Settings) -> dict[str, Any]:
@@ -148,10 +154,11 @@ def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[EventT]]:
     return stream.take_events(BATCH, within=BATCH_WITHIN)  # type: ignore[attr-defined]  # not on StreamT
 
 
-def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str, Any] | None = None) -> Runtime:
+def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str, Any] | None = None,
+               incidents: IncidentsConfig | None = None) -> Runtime:  # fmt: skip
     """``faust_options``: Faust settings laid over ``_faust_settings``, such as the consumer's own
     (``streams.live.faust_ext.settings.Settings``: ``fetch_max_wait_ms``, ``fast_delivery``,
-    ``wake_on_buffer_drop``)."""
+    ``wake_on_buffer_drop``). ``incidents``: default, ``incidents.yaml`` of the rules directory."""
     if settings.standby_replicas:
         log.info(STANDBY_NOTE, settings.standby_replicas)
     register_store()
@@ -170,8 +177,16 @@ def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str,
         ),
         "alerts": app.topic(settings.topics.alerts, value_serializer="raw", key_serializer="raw"),
         "deadletter": app.topic(settings.topics.deadletter, value_serializer="raw", key_serializer="raw"),
+        "feed": app.topic(
+            feed_topic(settings.app_id), partitions=1, value_serializer="raw", key_serializer="raw", internal=True
+        ),
     }
     table = app.Table("state", default=None, partitions=partitions)  # json keys and values
+    if incidents is None:
+        from streams.config.loader import load_incidents
+
+        incidents = load_incidents(settings.rules_dir)
+    incidents_table = app.Table("incidents", default=None, partitions=1)  # the stage's snapshot
     limits = Limits(max_bytes=settings.max_record_bytes)
     context: ContextTables | None = None
     normalizer: Normalizer | None = None
@@ -192,8 +207,13 @@ def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str,
     # The engine works on the table's local storage; the agent logs each changed key once per batch.
     evaluator = Evaluator(engine, table.data, partitions, health)
     sinks = SinkSet.from_settings(settings, health)
-    runtime = Runtime(app, engine, router, evaluator, sinks, health, topics, context)
+    stage = IncidentStage(incidents, partitions, health)
+    runtime = Runtime(app, engine, router, evaluator, sinks, health, topics, context, stage)
     input_names = set(settings.topics.input_topics()) | set(raw_topics)
+    feed_name = topics["feed"].get_topic_name()
+    incidents_changelog = incidents_table.changelog_topic.get_topic_name()
+    owned_keyed: set[int] = set()  # keyed partitions this worker evaluates (``on_assigned``)
+    marked: dict[int, float] = {}  # keyed partition -> the last watermark put on the incident feed
     keyed_name = topics["keyed"].get_topic_name()
     changelog = table.changelog_topic.get_topic_name()
 
@@ -217,6 +237,8 @@ def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str,
                 settings.topics.alerts, alert.alert_id.encode(), alert.to_json().encode(), None, alert.last_seen,
                 [("rule_id", alert.rule_id.encode()), ("severity", alert.severity.label.encode())],
             )  # fmt: skip
+            if stage.wants(alert):
+                await produce(feed_name, *alert_record(alert), 0, alert.last_seen)
             sinks.deliver(alert)
 
     def table_dumps(obj: Any) -> bytes:
@@ -297,6 +319,47 @@ def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str,
                     alerts.extend(evaluator.on_record(msg.partition, msg.value, msg.headers))
                 await finish(alerts)
 
+    async def publish_incidents(updates: list[IncidentUpdate]) -> None:
+        for update in updates:
+            incident = update.incident
+            await produce(
+                settings.topics.incidents, incident.incident_id.encode(), incident.to_json().encode(), None,
+                incident.last_seen, [("change", update.change.encode()), ("revision", str(incident.revision).encode())],
+            )  # fmt: skip
+            sinks.deliver_incident(update)
+
+    @app.agent(topics["feed"], name="incidents")
+    async def incidents_agent(stream: faust.StreamT) -> None:
+        # One partition, one worker: every alert of the group through one incident engine
+        # (``streams.live.incidents_stage``). Its state is one table value, logged after each batch
+        # and before the batch's offsets are committed: a restart repeats updates, never loses them.
+        async for batch in batches(stream):
+            if not stage.loaded:
+                stage.restore(incidents_table.data.get(SNAPSHOT_KEY))
+            for event in batch:
+                stage.on_record(event.message.value, event.message.headers)
+            await publish_incidents(stage.release())
+            snapshot = stage.snapshot()
+            incidents_table.data[SNAPSHOT_KEY] = snapshot
+            sent = await produce(incidents_changelog, table_dumps(SNAPSHOT_KEY), table_dumps(snapshot), 0)
+            reached = functools.partial(_logged, incidents_table.data, TP(incidents_changelog, 0))
+            asyncio.ensure_future(sent).add_done_callback(reached)
+
+    @app.timer(interval=settings.tick_seconds)
+    async def mark_watermarks() -> None:
+        """Each evaluated keyed partition's watermark to the incident feed when it moved: after the
+        alerts it raised below it (the batch lock: no batch is half published)."""
+        async with batch_lock:
+            for partition in sorted(owned_keyed):
+                shard = evaluator.shards.get(partition)
+                if shard is None:
+                    continue
+                watermark = engine.watermark(shard)
+                if watermark > marked.get(partition, float("-inf")):
+                    marked[partition] = watermark
+                    key, value, headers = mark_record(partition, watermark)
+                    await produce(feed_name, key, value, 0, None, headers)
+
     def caught_up(source: str, next_offset: int | None) -> bool:
         """Whether this worker has read every record of an input partition, as far as it knows (the
         high watermark of its last fetch): a silent partition with records left is not idle."""
@@ -331,6 +394,10 @@ def create_app(settings: Settings, ruleset: RuleSet, faust_options: Mapping[str,
         evaluator.expect(every | owned)
         evaluator.reset()
         keyed = {tp.partition for tp in assigned or () if tp.topic == keyed_name}
+        owned_keyed.clear()
+        owned_keyed.update(keyed)
+        marked.clear()
+        stage.loaded = False  # read back from the (recovered) table at its next batch
         dropped = evaluator.keep_partitions(keyed)
         if dropped:
             log.warning("forgot %d unlogged state changes of keyed partitions now owned by another worker "

@@ -28,6 +28,7 @@ def ensure_topics(settings: Settings) -> None:
     names.update({item.topic_name(): settings.topics.partitions for item in settings.inputs})
     names[settings.topics.alerts] = 1
     names[settings.topics.deadletter] = 1
+    names[settings.topics.incidents] = 1
     create_topics(settings.bootstrap_servers, names, security=settings.kafka)
     if settings.inputs:
         create_context_topics(settings.bootstrap_servers, settings.topics.context_prefix, security=settings.kafka)
