@@ -460,6 +460,15 @@ def moderation_overview() -> Panel:
                 "[$__range])) > 0", instant=True, fmt="table")],
         "short", {"rule": "Rule", "severity": "Severity", "Value": "Alerts"},
     ), 12, 8)  # fmt: skip
+    g.add(bargauge(
+        "Open incidents by severity and risk object",
+        "Incidents open now (streams/core/incidents.py: an actor's, a target owner's or a requester's alerts "
+        "grouped into one page), by severity and risk object kind, from the worker running the incidents stage. "
+        "Opened, updated and closed: modwatch_incidents_{opened,updated,closed}_total. 0 without a live worker.",
+        [target("sum by (severity, risk_object) (modwatch_open_incidents) or on() vector(0)",
+                "{{severity}} · {{risk_object}}", instant=True)],
+        "short",
+    ), 12, 8)  # fmt: skip
     g.add(text(
         "Latest high and critical alerts",
         "Prometheus holds counts, not incidents. The latest high and critical alerts, each with its summary, "
