@@ -140,13 +140,22 @@ def cmd_backtest_raw(args: argparse.Namespace, ruleset: RuleSet) -> int:
     context = _context(args)
     paths = [path for _, path in args.input]
     check_readable(paths)  # before anything is opened for writing
-    check_outputs(paths, {"--output": args.output, "--deadletter": args.deadletter, "--metrics": args.metrics})
+    check_outputs(paths, {"--output": args.output, "--deadletter": args.deadletter, "--metrics": args.metrics,
+                          "--incidents": args.incidents})  # fmt: skip
+    incidents = None
+    if args.incidents:
+        from streams.config.loader import load_incidents
+        from streams.core.incidents import IncidentEngine
+
+        args.incident_config = load_incidents(args.config)
+        incidents = IncidentEngine(args.incident_config)
     try:
         with AtomicOutput(Path(args.output)) as output:
             run = run_raw_backtest(args.input, mappings, ruleset, context=context, output=output,
                                    deadletter=args.deadletter, since=args.since, until=args.until,
                                    limits=Limits(max_bytes=args.max_record_bytes), lateness=args.lateness,
-                                   pseudonymize=key_from_env(args.pseudonymize_key_env, MIN_KEY_BYTES))  # fmt: skip
+                                   pseudonymize=key_from_env(args.pseudonymize_key_env, MIN_KEY_BYTES),
+                                   incidents=incidents)  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for line in format_summary(run.inputs)[:-1]:  # its last line counts events written: none are here
@@ -154,6 +163,10 @@ def cmd_backtest_raw(args: argparse.Namespace, ruleset: RuleSet) -> int:
     sys.stderr.write(f"{run.inputs.written} events mapped\n")
     result = run.backtest
     print_summary(result)
+    if args.incidents:
+        from streams.cli.tuning import write_backtest_incidents
+
+        write_backtest_incidents(args, result)
     if args.metrics:
         from streams.outputs.metrics import Health, write_textfile
 

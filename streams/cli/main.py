@@ -61,8 +61,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.input:  # raw audit logs: mapped, enriched, merged, then the rules (streams/cli/inputs.py)
         from streams.cli.inputs import cmd_backtest_raw
 
-        if args.incidents:
-            raise UsageError("--incidents: give event logs (PATH ...); raw logs (--input) are not supported yet")
         return cmd_backtest_raw(args, _load(args.config))
     if not args.paths:
         raise UsageError("give event logs (PATH ...) or raw logs (--input NAME=PATH)")

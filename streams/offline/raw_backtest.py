@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import IO
 
 from streams.core.decode import DEFAULT_LIMITS, Limits
+from streams.core.incidents import IncidentEngine
 from streams.core.ruleset import RuleSet
 from streams.inputs.context import Context
 from streams.inputs.mapping import Mapping
@@ -45,6 +46,7 @@ def run_raw_backtest(
     limits: Limits = DEFAULT_LIMITS,
     lateness: float = 300.0,
     pseudonymize: bytes | None = None,
+    incidents: IncidentEngine | None = None,
 ) -> RawBacktestResult:
     """Map, enrich and merge ``inputs`` ([(mapping id, path)]), then run the rules over the events.
     Unknown mapping ids raise ValueError, missing files LogFileError, before any work."""
@@ -54,7 +56,7 @@ def run_raw_backtest(
         stats, events = map_inputs(inputs, mappings, dead, limits, None, context)
         result = run_backtest([], ruleset, output=output, since=since, until=until, limits=limits,
                               lateness=lateness, pseudonymize=pseudonymize, events=_lines(events),
-                              dead=dead)  # fmt: skip
+                              dead=dead, incidents=incidents)  # fmt: skip
     return RawBacktestResult(NormalizeResult(stats, len(events)), result)
 
 

@@ -42,6 +42,19 @@ def test_backtest_of_raw_logs_equals_normalize_then_backtest(tmp_path: Path,
     assert "7 events mapped" in summary
 
 
+def test_incidents_of_raw_logs_equal_those_of_normalize_then_backtest(tmp_path: Path) -> None:
+    """``--incidents`` works on raw logs too, and gives what the contract path gives on normalize's output:
+    the liaison's takedown pages once, as one incident of her alerts."""
+    raw, events, plain = tmp_path / "raw-incidents.jsonl", tmp_path / "events.jsonl", tmp_path / "incidents.jsonl"
+    assert main(["backtest", *INPUTS, "--context", str(CONTEXT), "-o", str(tmp_path / "a1"), "--incidents", str(raw),
+                 *CONFIG]) == 0  # fmt: skip
+    assert main(["normalize", *INPUTS, "--context", str(CONTEXT), "-o", str(events)]) == 0
+    assert main(["backtest", str(events), "-o", str(tmp_path / "a2"), "--incidents", str(plain), *CONFIG]) == 0
+    assert raw.read_bytes() == plain.read_bytes()
+    (incident,) = map(json.loads, raw.read_text().splitlines())
+    assert incident["severity"] == "critical" and len(incident["alert_ids"]) == 3
+
+
 def test_without_context_the_same_logs_raise_other_alerts(tmp_path: Path) -> None:
     """The context is what makes the meeting US (cross_jurisdiction) and documents the ticketed suspensions."""
     out = tmp_path / "alerts.jsonl"
