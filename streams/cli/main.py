@@ -58,6 +58,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from streams.offline.outputs import AtomicOutput, check_outputs
     from streams.offline.progress import Progress
 
+    if args.jobs == 0:  # one per core
+        from streams.offline.parallel import default_jobs
+
+        args.jobs = default_jobs()
     if args.input:  # raw audit logs: mapped, enriched, merged, then the rules (streams/cli/inputs.py)
         if args.jobs > 1:
             raise UsageError(f"--jobs {args.jobs} runs over event logs (PATH ...), not --input: use --jobs 1")
@@ -291,10 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reject lines longer than N bytes (default 1 MiB)")  # fmt: skip
     bt.add_argument("--report", metavar="FILE", help="also write a self-contained HTML report (charts, explanations)")
     bt.add_argument("--explain", action="store_true", help="after the summary, explain every high/critical alert")
-    bt.add_argument("--jobs", "-j", type=num.int_at_least(1, 64), default=1, metavar="N",
+    bt.add_argument("--jobs", "-j", type=num.int_at_least(0, 64), default=1, metavar="N",
                     help="engine processes, rule keys split among them as over the worker's partitions; the "
-                    "output is byte-identical to --jobs 1 (default 1; not with --input, --report, --explain, "
-                    "--incidents, --metrics)")  # fmt: skip
+                    "output is byte-identical to --jobs 1 (default 1; 0: one per core, at most 8; not with "
+                    "--input, --report, --explain, --incidents, --metrics)")  # fmt: skip
     bt.add_argument("--incidents", metavar="FILE", help="also write the incidents (JSONL: each one's final revision; "
                     "incidents.yaml in the rules directory) and print the pages with and without them")
     from streams.cli.inputs import add_raw_input_args
