@@ -55,8 +55,10 @@ def test_live_worker_pages_alertmanager_and_feeds_prometheus(
     with Receiver() as receiver:
         alertmanager = Alertmanager(tmp_path / "alertmanager", alertmanager_test_config(receiver.url))
         alertmanager.start()
+        # Per-alert paging: this test follows every high and critical alert through the stack; one page
+        # per incident (the default) is tests/observability/test_incident_pages.py's.
         env = worker_env(broker.bootstrap, unique_prefix, tmp_path, MODWATCH_ALERTMANAGER_URL=alertmanager.url,
-                         MODWATCH_ALERTMANAGER_MIN_SEVERITY="high")  # fmt: skip
+                         MODWATCH_ALERTMANAGER_MIN_SEVERITY="high", MODWATCH_ALERTMANAGER_PAGING="alerts")  # fmt: skip
         worker = WorkerProcess(env, tmp_path / "worker.log")
         prometheus = Prometheus(tmp_path / "prometheus", prometheus_config(
             [f"127.0.0.1:{env['MODWATCH_METRICS_PORT']}"], alertmanager=f"127.0.0.1:{alertmanager.port}"))

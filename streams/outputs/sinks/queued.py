@@ -45,7 +45,7 @@ Item = Alert | IncidentPage  # what the queue holds
 
 
 def item_id(item: Item) -> str:
-    return item.alert_id if isinstance(item, Alert) else f"incident {item.update.incident.incident_id}"
+    return f"alert {item.alert_id}" if isinstance(item, Alert) else f"incident {item.update.incident.incident_id}"
 
 
 class QueuedSink(ABC):
