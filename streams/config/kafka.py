@@ -174,8 +174,10 @@ def create_topics(
     replication_factor: int = 1,
     timeout: float = 30.0,
     security: KafkaSecurity | None = None,
+    topic_configs: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Create each ``{name: partitions}`` topic that does not exist yet; wait until all are usable.
+    """Create each ``{name: partitions}`` topic that does not exist yet (with ``topic_configs``, such as
+    ``{"cleanup.policy": "compact"}``); wait until all are usable.
 
     Idempotent: an existing topic is left alone, whatever its partition count (a warning is logged if
     it differs). Returns the names actually created by this call.
@@ -192,7 +194,8 @@ def create_topics(
             try:
                 # One request per topic: a TopicAlreadyExists for one (a concurrent creator won the
                 # race) must not hide the outcome for the others.
-                admin.create_topics([NewTopic(name, partitions, replication_factor)])
+                admin.create_topics([NewTopic(name, partitions, replication_factor,
+                                              topic_configs=dict(topic_configs or {}))])  # fmt: skip
                 created.append(name)
             except kafka.errors.TopicAlreadyExistsError:
                 pass

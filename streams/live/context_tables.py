@@ -23,11 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import kafka.errors
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
 
-from streams.config.kafka import BrokerError, admin_client, kafka_client, wait_for_topics
+from streams.config.kafka import BrokerError, create_topics, kafka_client
 from streams.core.ruleset import ConfigError
 from streams.inputs.context import Context, GeoLookup, RowError, build_context
 from streams.inputs.context_files import TABLES, read_table
@@ -52,24 +50,8 @@ def create_context_topics(bootstrap: str, prefix: str, *, security: KafkaSecurit
     """Create the table topics that do not exist yet, compacted, one partition each (a table is read
     whole by every worker: partitions buy nothing). Returns those created."""
     names = list(context_topics(prefix).values())
-    created = []
-    admin = admin_client(bootstrap, timeout, security=security)
-    try:
-        existing = set(admin.list_topics())
-        for name in names:
-            if name in existing:
-                continue
-            try:
-                admin.create_topics([NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})])
-                created.append(name)
-            except kafka.errors.TopicAlreadyExistsError:
-                pass
-            except kafka.errors.KafkaError as exc:
-                raise BrokerError(f"cannot create topic {name!r} on {bootstrap}: {exc}") from exc
-    finally:
-        admin.close()
-    wait_for_topics(bootstrap, names, timeout=timeout, security=security)
-    return created
+    return create_topics(bootstrap, dict.fromkeys(names, 1), security=security, timeout=timeout,
+                         topic_configs={"cleanup.policy": "compact"})
 
 
 def row_key(table: str, row: Any) -> str:

@@ -54,7 +54,7 @@ def metrics_endpoint(host: str, port: int) -> tuple[int, str]:
     which ``host:port`` could not be bound."""
     try:
         with socket.create_server((host, port)):
-            pass
+            pass  # binding is the test: the socket closes at once and the worker takes the port
     except OSError as exc:
         why = os.strerror(exc.errno) if exc.errno else str(exc)
         return 0, f"metrics  not served: cannot bind {host}:{port} ({why}); --metrics-port 0 picks a free port"
