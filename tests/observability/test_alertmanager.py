@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -44,22 +44,6 @@ def expected_labels(alert: Alert) -> dict[str, str]:
     labels = {k: v for k, v in alert.labels.items() if k != "request_id"}
     return labels | {"alertname": alert.rule_id, "rule": alert.rule_id, "severity": alert.severity.label,
                      "alert_id": alert.alert_id, "source": "modwatch"}  # fmt: skip
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as server:
-        yield server
-
-
-@pytest.fixture
-def alertmanager(tmp_path: Path, receiver: Receiver) -> Iterator[Alertmanager]:
-    server = Alertmanager(tmp_path / "alertmanager", alertmanager_test_config(receiver.url))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def run_sink(sink: AlertmanagerSink, alerts: list[Alert], until: Callable[[], bool], timeout: float = 20.0,

@@ -7,12 +7,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from functools import cache
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from streams.config.loader import load_incidents, load_rules
 from streams.core.alerts import Alert
@@ -22,7 +19,7 @@ from streams.offline.backtest import run_backtest
 from streams.outputs.metrics import Health
 from streams.outputs.sinks.alertmanager import INCIDENT_ALERTNAME, AlertmanagerSink, incident_labels
 
-from .servers import REPO, Alertmanager, Receiver, alertmanager_test_config, wait_for
+from .servers import REPO, Alertmanager, Receiver, wait_for
 from .test_alertmanager import CASE_ALERT, HIGH_ALERT
 
 EXAMPLE = REPO / "examples" / "events.jsonl"
@@ -33,22 +30,6 @@ def example() -> tuple[dict[str, Alert], tuple[IncidentUpdate, ...]]:
     config = REPO / "config"
     result = run_backtest([str(EXAMPLE)], load_rules(config), incidents=IncidentEngine(load_incidents(config)))
     return {a.alert_id: a for a in result.alerts}, tuple(result.updates)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as server:
-        yield server
-
-
-@pytest.fixture
-def alertmanager(tmp_path: Path, receiver: Receiver) -> Iterator[Alertmanager]:
-    server = Alertmanager(tmp_path / "alertmanager", alertmanager_test_config(receiver.url))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def drive(sink: AlertmanagerSink, steps: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
