@@ -39,7 +39,7 @@ from .common import REPO, log, ratio, rss_bytes, settle_memory
 
 CONFIG = REPO / "config"
 RULE_COUNTS = (1, 8, 32)
-ENGINE_GOAL = 0.5  # backtest >= 0.5x parse-only
+ENGINE_GOAL = 0.3  # backtest >= 0.3x parse-only (the performance issue's restated goal)
 MEMORY_GOAL = 1024  # bytes of RSS per active key
 
 

@@ -44,7 +44,7 @@ from .procs import (
     wait_processed,
 )
 
-LIVE_GOAL = 0.8  # worker >= 0.8x the trivial agent
+LIVE_GOAL = 0.6  # worker >= 0.6x the trivial agent (the restated goal)
 SCALE_GOAL = 1.6  # two workers >= 1.6x one
 LATENCY_GOAL = 0.250  # p99 seconds
 
