@@ -1,7 +1,7 @@
 """``python -m bench.run --all``: run the benchmarks, write ``bench/results/*.json`` and the table.
 
-Sections (``--only`` takes a comma-separated list): engine, rules, memory, profile (no broker);
-live, scaleout, failover, latency, recovery (embedded broker, worker processes). Each figure is a ratio
+Sections (``--only`` takes a comma-separated list): engine, rules, memory, profile, compiled, jobs (no
+broker); live, scaleout, failover, latency, recovery (embedded broker, worker processes). Each figure is a ratio
 against a baseline measured in the same run; see bench/README.md for what each one measures.
 ``--readme`` also rewrites the table in the README's Performance section from the results files.
 """
@@ -20,7 +20,8 @@ from typing import Any
 
 from .common import REPO, RESULTS, log, machine, ratio, write_result
 
-SECTIONS = ("engine", "rules", "memory", "profile", "compiled", "live", "scaleout", "failover", "latency", "recovery")
+SECTIONS = ("engine", "rules", "memory", "profile", "compiled", "jobs",
+            "live", "scaleout", "failover", "latency", "recovery")  # fmt: skip
 BEGIN, END = "<!-- bench:table:begin -->", "<!-- bench:table:end -->"
 
 
@@ -36,6 +37,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compiled-events", type=int, default=200_000,
                         help="log length of the mypyc probe (section compiled)")  # fmt: skip
     parser.add_argument("--compiled-rounds", type=int, default=3, help="interleaved rounds of the mypyc probe")
+    parser.add_argument("--jobs-events", type=int, default=None,
+                        help="log length of backtest --jobs N (section jobs; default: --events)")  # fmt: skip
+    parser.add_argument("--jobs-list", default="1,2", help="the N of each backtest --jobs N run; 1 is the baseline")
+    parser.add_argument("--jobs-rounds", type=int, default=3, help="interleaved rounds of section jobs")
+    parser.add_argument("--jobs-split-events", type=int, default=200_000,
+                        help="first lines of the log for the cost split of section jobs")  # fmt: skip
     parser.add_argument("--live-events", type=int, default=60_000, help="events per live throughput run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the live variants")
     parser.add_argument("--latency-rates", default="2000,250",
@@ -50,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_section(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from . import compiled, engine, live
+    from . import compiled, engine, jobs, live
 
     sections: dict[str, Callable[[], dict[str, Any]]] = {
         "engine": lambda: engine.throughput(workdir, args.events),
@@ -58,6 +65,9 @@ def run_section(name: str, args: argparse.Namespace, workdir: Path) -> dict[str,
         "memory": lambda: engine.memory(workdir, args.memory_events or args.events),
         "profile": lambda: engine.profile(workdir, args.profile_events),
         "compiled": lambda: compiled.probe(workdir, args.compiled_events, args.compiled_rounds),
+        "jobs": lambda: jobs.throughput(workdir, args.jobs_events or args.events,
+                                        [int(n) for n in args.jobs_list.split(",")], args.jobs_rounds,
+                                        args.jobs_split_events),
         "live": lambda: live.throughput(workdir, args.live_events, args.rounds),
         "scaleout": lambda: live.scale_out(workdir, args.live_events, args.rounds),
         "failover": lambda: live.failover(workdir, args.live_events, args.rounds),
@@ -151,6 +161,39 @@ def _state_read(run: dict[str, Any], name: str) -> str:
     return f" (state read back in {seconds} s; partitions read from the changelog's start, by run: {counts})"
 
 
+def _jobs_rows(j: dict[str, Any], add: Callable[..., None]) -> None:
+    """Section jobs: each ``--jobs N`` against ``--jobs 1``, the cost split with its estimates, and
+    whether every run's alerts were byte-identical."""
+    one = j["by_jobs"]["1"]
+    per_event = "{events_per_s:,} ev/s, {cores} cores, {cpu_us_per_event} us CPU/event"
+    base = "`--jobs 1` " + per_event.format(**one)
+    for n, row in j["by_jobs"].items():
+        if n == "1":
+            continue
+        goal = n == "2"
+        rounds = f"{j['rounds']} rounds, medians" if j["rounds"] > 1 else "1 round"
+        add(f"Parallel backtest: `backtest --jobs {n}`, {j['events']:,} events ({rounds})",
+            per_event.format(**row), base, f"{row['ratio_vs_jobs_1']}x",
+            ">= 1.7x" if goal else "-", _verdict(row["ratio_vs_jobs_1"], 1.7) if goal else "-")  # fmt: skip
+    sp = j["split"]
+    shares = ", ".join(f"{name} {max(share, 0.0):.0%}" for name, share in sp["shares"].items())
+    ideal = ", ".join(f"{n}: {x}x" for n, x in sp["ideal_speedup"].items())
+    measured = f" (measured `--jobs 2`: {j['jobs_2_vs_ideal']}x of its ideal)" if j.get("jobs_2_vs_ideal") else ""
+    if sp.get("gc_share") is not None:
+        shares += f" (garbage collector {sp['gc_share']:.0%}, inside those)"
+    add(f"Parallel backtest: where one process's time goes, first {sp['events']:,} events, each step timed "
+        "(with `--jobs N`, every process reads, decodes, checks ids; process 0 counts; the parent writes; "
+        "digest, route, rules are divided)",
+        shares, f"one process {sp['one_process_events_per_s']:,} ev/s; `--jobs 1` {one['events_per_s']:,} ev/s",
+        f"ideal on N free cores: {ideal}{measured}")  # fmt: skip
+    runs = len(j["runs"])
+    add(f"Parallel backtest: alerts byte-identical between every run ({runs} runs of `--jobs` "
+        f"{', '.join(map(str, j['by_jobs']))}; sha256 of each alerts file)",
+        f"{j['alerts']:,} alerts; {'identical' if j['identical'] else 'DIFFERENT'}; summary counts "
+        f"{'equal' if j['counts_equal'] else 'DIFFERENT'}", "`--jobs 1`", "-", "byte-identical",
+        "met" if j["identical"] and j["counts_equal"] else "missed")  # fmt: skip
+
+
 def table() -> str:
     """Markdown: the figures, each with its same-run baseline, ratio and goal."""
     rows: list[tuple[str, ...]] = []
@@ -191,6 +234,8 @@ def table() -> str:
                 f"{c['compiled_vs_pure']}x pure; {c['compiled_vs_parse_only']}x parse-only "
                 f"(pure {c['pure_vs_parse_only']}x)", ">= 0.5x parse-only",
                 _verdict(c["compiled_vs_parse_only"], 0.5))  # fmt: skip
+    if (j := _load("jobs")) is not None:
+        _jobs_rows(j, add)
     if (lv := _load("live")) is not None:
         v = lv["variants"]
         shipped, trivial = v["worker as shipped"], v["trivial agent, same settings as shipped"]
