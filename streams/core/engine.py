@@ -38,6 +38,7 @@ from streams.core.stats import EngineStats
 log = logging.getLogger(__name__)
 
 CONFLICT_RULE = "event_id_conflict"  # the integrity alert's rule id (no rule of the config has it)
+_INF, _NEG_INF = float("inf"), float("-inf")
 
 
 def content_digest(view: dict[str, Any]) -> bytes:
@@ -110,19 +111,23 @@ class Engine:
 
     def apply(self, shard: Shard, decoded: Decoded, key: str, roles: list[Role], late: bool = False) -> list[Alert]:
         record = open_record(shard.store.get(key))
-        for rule_id, entry in record.items():
-            if entry[0] is not None and rule_id not in self.unit_ids:
-                self._regroup(record)
-                break
+        if not self.unit_ids.issuperset(record):  # a cheap test: state under another grouping is rare
+            self._regroup(record)
         alerts: list[Alert] = []
         view, ts = decoded.view, decoded.ts
-        bound = float("inf")  # how early this event can make the key's deadline
+        bound = _INF  # how early this event can make the key's deadline
         for role in roles:
             rule = role.rule
-            if late and rule.stateful:
-                continue
-            when = rule.event_deadline(ts, role.side) if rule.stateful else ts + self.suppress[rule.id]
-            bound = min(bound, when if when is not None else float("-inf"))
+            if rule.stateful:
+                if late:
+                    continue
+                when = rule.event_deadline(ts, role.side)
+                if when is None:
+                    bound = _NEG_INF
+                elif when < bound:
+                    bound = when
+            elif ts + self.suppress[rule.id] < bound:
+                bound = ts + self.suppress[rule.id]
             entry = record.get(rule.id) or [None, None]
             try:
                 state, hits = rule.apply(entry[0], view, ts, role.side)
@@ -147,14 +152,16 @@ class Engine:
         if not shard.has_due(watermark):  # the common case: checked before any work
             return []
         alerts: list[Alert] = []
+        by_id, suppress, unit_ids, store = self.by_id, self.suppress, self.unit_ids, shard.store
         for key in shard.due(watermark):
-            record = open_record(shard.store.get(key))
+            record = open_record(store.get(key))
             if not record:
                 continue
-            self._regroup(record)
-            next_due = float("inf")  # the record's deadline after this pass, as ``deadline`` computes it
+            if not unit_ids.issuperset(record):  # a cheap test: state under another grouping is rare
+                self._regroup(record)
+            next_due = _INF  # the record's deadline after this pass, as ``deadline`` computes it
             for rule_id in list(record):
-                rule = self.by_id.get(rule_id)
+                rule = by_id.get(rule_id)
                 entry = record[rule_id]
                 if rule is None:  # a rule removed from the config: its state goes with it
                     del record[rule_id]
@@ -177,17 +184,18 @@ class Engine:
                     next_due = when
                 sup = entry[1]
                 if sup is not None:
-                    if sup[0] + self.suppress[rule_id] < watermark:
+                    until = sup[0] + suppress[rule_id]
+                    if until < watermark:
                         entry[1] = None
-                    elif sup[0] + self.suppress[rule_id] + 0.001 < next_due:
-                        next_due = sup[0] + self.suppress[rule_id] + 0.001
+                    elif until + 0.001 < next_due:
+                        next_due = until + 0.001
                 if entry[0] is None and entry[1] is None:
                     del record[rule_id]
             if record:
                 shard.put(key, stored_record(record))
-                shard.schedule(key, next_due if next_due != float("inf") else None)
-            elif key in shard.store:
-                del shard.store[key]
+                shard.schedule(key, next_due if next_due != _INF else None)
+            elif key in store:
+                del store[key]
         shard.release()
         return alerts
 
