@@ -27,7 +27,7 @@ import orjson
 
 from streams.core.alerts import Alert, Pseudonymizer, Template, alert_id, labels_for, subjects_for
 from streams.core.decode import Decoded
-from streams.core.regions import region_label
+from streams.core.regions import ISO_REGIONS, region_label
 from streams.core.rules.base import ACTION_TYPES, Hit, Role, Rule
 from streams.core.rules.predicate import Context
 from streams.core.rules.sequence import SequenceGroup, SequenceRule, group_parts, group_sequences, is_group_id
@@ -80,6 +80,9 @@ class Engine:
         self.templates = {rule.id: Template(rule.config.summary) for rule in self.rules}
         # One Role per (rule, side), made once: routing runs for every event.
         self.roles = {(rule.id, side): Role(rule, side) for rule in self.units for side in _sides(rule)}
+        # ``by_type`` with each rule's Roles by side, for ``route``: no (rule id, side) key per hit.
+        self._roles_by_type = {event_type: tuple((rule, {side: self.roles[(rule.id, side)] for side in _sides(rule)})
+                                          for rule in rules) for event_type, rules in self.by_type.items()}  # fmt: skip
         self.suppress = {rule.id: _suppress_interval(rule) for rule in self.rules}
         self.personal_fields = frozenset(ruleset.lists.get("personal_fields", DEFAULT_PERSONAL_FIELDS))
         self.pseudo = Pseudonymizer(pseudonymize) if pseudonymize else None
@@ -89,15 +92,14 @@ class Engine:
         ctx = Context(decoded.view, decoded.ts)
         event_type = decoded.event.event_type
         routes: dict[str, list[Role]] = {}
-        roles = self.roles
-        for rule in self.by_type.get(event_type, ()):
+        for rule, roles in self._roles_by_type.get(event_type, ()):
             try:
                 pairs = rule.route(ctx, event_type)
             except Exception:
                 self._rule_error(rule, decoded.view)
                 continue
             for key, side in pairs:
-                role = roles[(rule.id, side)]
+                role = roles[side]
                 found = routes.get(key)
                 if found is None:
                     routes[key] = [role]
@@ -201,18 +203,20 @@ class Engine:
 
     def deadline(self, record: dict[str, Any]) -> float | None:
         """The earliest event time at which ``advance`` has work for this key."""
-        times = []
+        earliest: float | None = None  # the least of the times, without a list (once per event and key)
         for rule_id, (state, sup) in record.items():
             rule = self.by_id.get(rule_id)
             if rule is None:
-                return float("-inf")
+                return _NEG_INF
             if state is not None:
                 when = rule.deadline(state)
-                if when is not None:
-                    times.append(when)
+                if when is not None and (earliest is None or when < earliest):
+                    earliest = when
             if sup is not None:
-                times.append(sup[0] + self.suppress[rule_id] + 0.001)
-        return min(times) if times else None
+                when = sup[0] + self.suppress[rule_id] + 0.001
+                if earliest is None or when < earliest:
+                    earliest = when
+        return earliest
 
     # -- the per-event driver: every caller (backtest, explain, rule fixtures, the live evaluator,
     # the benchmark) runs these steps, in this order, through ``admit`` and ``step`` ------------------
@@ -295,13 +299,15 @@ class Engine:
         event_type = decoded.event.event_type
         stats.events[event_type] += 1
         target = view.get("target")
-        target_region = target.get("region") if isinstance(target, dict) else None
-        actor = view.get("actor")
-        region = region_label(target_region or (actor.get("region") if isinstance(actor, dict) else None))
+        region = target.get("region") if isinstance(target, dict) else None
+        if not region:
+            actor = view.get("actor")
+            region = actor.get("region") if isinstance(actor, dict) else None
+        region = region if type(region) is str and region in ISO_REGIONS else region_label(region)  # inlined
         stats.events_by_region[(event_type, region)] += 1
-        ticketed = "yes" if view.get("ticket_id") else "no"
         if event_type in ACTION_TYPES:
             linked = "yes" if view.get("request_id") else "no"
+            ticketed = "yes" if view.get("ticket_id") else "no"
             stats.actions[(event_type, region, linked, ticketed)] += 1
         elif event_type == "data.export":
             destination = view.get("destination")
@@ -360,7 +366,7 @@ class Engine:
     def _store(self, shard: Shard, key: str, record: dict[str, Any], bound: float | None = None) -> None:
         if record:
             shard.put(key, stored_record(record))
-            if bound is not None and bound != float("-inf") and shard.is_scheduled(key):
+            if bound is not None and bound != _NEG_INF and shard.is_scheduled(key):
                 shard.schedule(key, bound)  # only ever moves a scheduled deadline earlier
             else:
                 shard.schedule(key, self.deadline(record))
