@@ -262,12 +262,28 @@ def compile_predicate(pred: Predicate | None, lists: dict[str, list[str]]) -> Te
     """Turn a validated predicate into a closure; ``None`` is always true."""
     if pred is None:
         return lambda ctx: True
+    # The hot combinators and operators are loops rather than ``all``/``any`` over a generator: a
+    # generator per test was a good part of routing's cost (routing runs for every event).
     if isinstance(pred, All):
         parts = [compile_predicate(p, lists) for p in pred.all]
-        return lambda ctx: all(p(ctx) for p in parts)
+
+        def all_of(ctx: Context) -> bool:
+            for part in parts:
+                if not part(ctx):
+                    return False
+            return True
+
+        return all_of
     if isinstance(pred, Any_):
         parts = [compile_predicate(p, lists) for p in pred.any]
-        return lambda ctx: any(p(ctx) for p in parts)
+
+        def any_of(ctx: Context) -> bool:
+            for part in parts:
+                if part(ctx):
+                    return True
+            return False
+
+        return any_of
     if isinstance(pred, Not):
         inner = compile_predicate(pred.not_, lists)
         return lambda ctx: not inner(ctx)
@@ -281,13 +297,27 @@ def _compile_condition(cond: Condition, lists: dict[str, list[str]]) -> Test:
         want = bool(arg)
         return lambda ctx: bool(get(ctx)) is want
     if op == "eq":
-        return lambda ctx: any(v == arg for v in get(ctx))
+
+        def equal(ctx: Context) -> bool:
+            for v in get(ctx):
+                if v == arg:
+                    return True
+            return False
+
+        return equal
     if op == "ne":
         return lambda ctx: any(v != arg for v in get(ctx))
     if op in ("in", "not_in"):
         members = _members(arg, lists)
         if op == "in":
-            return lambda ctx: any(_hashable(v) in members for v in get(ctx))
+
+            def member(ctx: Context) -> bool:
+                for v in get(ctx):
+                    if (None if isinstance(v, _CONTAINERS) else v) in members:  # ``_hashable``, inlined
+                        return True
+                return False
+
+            return member
         return lambda ctx: any(_hashable(v) not in members for v in get(ctx))
     if op in ("gt", "gte", "lt", "lte"):
         bound = float(arg)
@@ -313,8 +343,11 @@ def _compile_condition(cond: Condition, lists: dict[str, list[str]]) -> Test:
     return lambda ctx: any((t := _timestamp(v)) is not None and ctx.ts - t > limit for v in get(ctx))
 
 
+_CONTAINERS = (dict, list)
+
+
 def _hashable(value: Any) -> Any:
-    return value if not isinstance(value, dict | list) else None
+    return value if not isinstance(value, _CONTAINERS) else None
 
 
 def _is_number(value: Any) -> bool:
