@@ -268,7 +268,7 @@ def compile_predicate(pred: Predicate | None, lists: dict[str, list[str]]) -> Te
         parts = [compile_predicate(p, lists) for p in pred.all]
 
         def all_of(ctx: Context) -> bool:
-            for part in parts:
+            for part in parts:  # noqa: SIM110  (no generator: see above)
                 if not part(ctx):
                     return False
             return True
@@ -278,7 +278,7 @@ def compile_predicate(pred: Predicate | None, lists: dict[str, list[str]]) -> Te
         parts = [compile_predicate(p, lists) for p in pred.any]
 
         def any_of(ctx: Context) -> bool:
-            for part in parts:
+            for part in parts:  # noqa: SIM110  (no generator: see above)
                 if part(ctx):
                     return True
             return False
@@ -299,7 +299,7 @@ def _compile_condition(cond: Condition, lists: dict[str, list[str]]) -> Test:
     if op == "eq":
 
         def equal(ctx: Context) -> bool:
-            for v in get(ctx):
+            for v in get(ctx):  # noqa: SIM110  (no generator: see above)
                 if v == arg:
                     return True
             return False
@@ -312,7 +312,7 @@ def _compile_condition(cond: Condition, lists: dict[str, list[str]]) -> Test:
         if op == "in":
 
             def member(ctx: Context) -> bool:
-                for v in get(ctx):
+                for v in get(ctx):  # noqa: SIM110  (no generator: see above)
                     if (None if isinstance(v, _CONTAINERS) else v) in members:  # ``_hashable``, inlined
                         return True
                 return False
