@@ -14,12 +14,13 @@ one process's time goes.
   ``observe_event``; the rules, ``Engine.step`` with the routes given: apply and advance; write its
   alerts), after a short warm-up pass, in ``--jobs-rounds`` rounds (medians). The timing costs eight
   ``perf_counter`` calls an event, under a microsecond against the ~100 us an event takes.
-  ``backtest --jobs N`` has every process read and decode the whole log and check each event id,
-  process 0 alone count the events, and the parent write the merged alerts once the processes are
-  done; the digests, the routing and the rules are divided among the N processes
-  (``streams/offline/parallel.py``). So the ideal speedup on N free cores is
-  ``total / (read + decode + check + count + write + (digest + route + rules) / N)`` (Amdahl), with
-  no cost for the queues, the pickled alerts, the merge, or keys unevenly spread over the processes.
+  ``backtest --jobs N`` has every process read every line and check each event id, and the parent
+  write the merged alerts once the processes are done; the decoding, the digests, the routing, the
+  counting and the rules are divided among the N processes, each chunk of lines going to one of
+  them (``streams/offline/parallel.py``). So the ideal speedup on N free cores is
+  ``total / (read + check + write + (decode + digest + route + count + rules) / N)`` (Amdahl), with
+  no cost for the queues, the views rebuilt from the line by a process with routes for an event of
+  another's chunk, the pickled alerts, the merge, or keys unevenly spread over the processes.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ JOBS_GOAL = 1.7  # --jobs 2 >= 1.7x --jobs 1 on two cores
 ESTIMATE_CORES = (2, 4, 8, 16)
 # The steps of the cost split, in the order one event goes through them.
 STEPS = ("read", "decode", "digest", "check", "route", "count", "rules", "write")
-# Done by every process (read, decode, check), by process 0 alone (count) or by the parent once the
-# processes are done (write); the others are divided among the processes.
-SERIAL = ("read", "decode", "check", "count", "write")
-DIVIDED = ("digest", "route", "rules")
-FORMULA = "total / (read + decode + check + count + write + (digest + route + rules) / N)"
+# Done by every process (read, check) or by the parent once the processes are done (write); the
+# others are divided among the processes, chunk by chunk.
+SERIAL = ("read", "check", "write")
+DIVIDED = ("decode", "digest", "route", "count", "rules")
+FORMULA = "total / (read + check + write + (decode + digest + route + count + rules) / N)"
 
 _READ = re.compile(r"events read: ([\d,]+)\s+processed: ([\d,]+)\s+rejected: ([\d,]+)\s+late: ([\d,]+)\s+"
                    r"duplicates skipped: ([\d,]+)\s+outside --since/--until: ([\d,]+)")  # fmt: skip

@@ -184,8 +184,8 @@ def _jobs_rows(j: dict[str, Any], add: Callable[..., None]) -> None:
     if sp.get("gc_share") is not None:
         shares += f" (garbage collector {sp['gc_share']:.0%}, inside those)"
     add(f"Parallel backtest: where one process's time goes, first {sp['events']:,} events, each step timed "
-        "(with `--jobs N`, every process reads, decodes, checks ids; process 0 counts; the parent writes; "
-        "digest, route, rules are divided)",
+        "(with `--jobs N`, every process reads and checks ids; the parent writes; "
+        "decode, digest, route, count, rules are divided)",
         shares, f"one process {sp['one_process_events_per_s']:,} ev/s; `--jobs 1` {one['events_per_s']:,} ev/s",
         f"ideal on N free cores: {ideal}{measured}")  # fmt: skip
     runs = len(j["runs"])
