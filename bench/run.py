@@ -380,7 +380,8 @@ def write_readme() -> None:
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         raise SystemExit(f"bench/README.md has no {BEGIN} ... {END} markers")
-    block = f"{BEGIN}\n{machine_line(dated=False)}\n\n{table()}\nFaust tunings, one at a time:\n\n{tunings_table()}{END}"
+    tunings = f"Faust tunings, one at a time:\n\n{tunings_table()}"
+    block = f"{BEGIN}\n{machine_line(dated=False)}\n\n{table()}\n{tunings}{END}"
     start, end = text.index(BEGIN), text.index(END) + len(END)
     readme.write_text(text[:start] + block + text[end:])
 
