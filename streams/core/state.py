@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import heapq
 import marshal
+import struct
+from bisect import bisect_right
 from collections.abc import Callable, MutableMapping
+from itertools import repeat
+from operator import and_
 from typing import Any
 
 
@@ -140,51 +144,229 @@ class Shard:
 #: What ``RecentIds.check`` says of an event id.
 NEW, DUPLICATE, CONFLICT = "new", "duplicate", "conflict"
 MAX_VERSIONS = 4  # contents remembered per id: a redelivered conflicting version is a duplicate too
+KEEP_ALL_BELOW = 1024  # a ``RecentIds`` holding fewer ids forgets none (not worth it; as it always did)
+
+DIGEST_SIZE = 16  # bytes of the content digests ``RecentIds`` packs (``content_digest``'s)
+BUCKET_IDS = 32  # ids per bucket of a ``_Generation``, on average
+_FANOUT = 4  # buckets a bucket splits into
+_TAG = struct.Struct("<h")  # a tag: the top 16 bits of an id's hash
+_NO_DIGEST = bytes(DIGEST_SIZE)  # packed for an id whose digest is not of 16 bytes (in ``versions``)
+
+
+def _utf8(event_id: str) -> bytes:
+    """``event_id`` in UTF-8, a lone surrogate (JSON can carry one) included."""
+    try:
+        return event_id.encode()
+    except UnicodeEncodeError:
+        return event_id.encode("utf-8", "surrogatepass")
+
+
+class _Generation:
+    """The ids of one generation of ``RecentIds``, packed. In a dict, an id cost ~190 bytes (its slot,
+    a tuple of its timestamp and its digest's bytes) and its str where the rule state did not hold
+    it too (~64 bytes, for ~4 ids in 10 in the memory benchmark): most of that benchmark's excess
+    over its goal. Here it costs its UTF-8 and 2 delimiters, a 2-byte tag, its 16-byte digest and
+    ~7 bytes of buckets (~38 bytes for a 10-character id), in no object the garbage collector walks.
+
+    A hash table of buckets by the hash of the id's UTF-8 (``hashed``), each three bytes strings,
+    one record per id in the same order: ``tags`` (``_TAG``), searched first: no tag, the common
+    case, is a miss; ``keys``, the UTF-8 between 0xFF and 0xFE (bytes that UTF-8 never holds, so a
+    delimited id found there is that id, whole, and its index is the count of 0xFF before it);
+    ``digests``. It grows by linear hashing: each time the ids outnumber ``BUCKET_IDS`` per bucket,
+    the next bucket splits in ``_FANOUT`` by the next bits of the hash (into its own place and the
+    ones a round's width on: the lists are that long, with empty buckets), so there is no pause to
+    rehash the whole table; an id is moved ~0.7 times on average (~1.4 splitting in two). An id with
+    more than one content (or a digest not of 16 bytes) has them in ``versions``, ``[first digest,
+    other, ...]``, as well.
+
+    ``RecentIds.check`` does ``get`` and ``add`` itself for the current generation: it runs for
+    every event, and in CPython each call and attribute costs about as much as a search of a
+    bucket. Even so a check costs ~2x the dict's (~10 against ~5 us an event in the memory
+    benchmark: ~3% of its time)."""
+
+    __slots__ = ("count", "digests", "keys", "limit", "mask", "split", "tags", "versions", "wide")
+
+    def __init__(self) -> None:
+        self.count = 0  # the ids held
+        self.limit = BUCKET_IDS  # the count past which a bucket splits
+        self.tags = [b""] * _FANOUT
+        self.keys = [b""] * _FANOUT
+        self.digests = [b""] * _FANOUT
+        self.mask = 0  # the bucket of a hash is ``hashed & mask``, or ``hashed & wide`` below ``split``
+        self.wide = _FANOUT - 1
+        self.split = 0
+        self.versions: dict[str, list[bytes]] = {}
+
+    def bucket(self, hashed: int) -> int:
+        index = hashed & self.mask
+        return hashed & self.wide if index < self.split else index
+
+    def find(self, event_id: str, raw: bytes, index: int) -> bytes | list[bytes] | None:
+        """The digest ``event_id`` (``raw`` in UTF-8, in bucket ``index``) was added with, its list
+        in ``versions``, or None."""
+        keys = self.keys[index]
+        at = keys.find(b"\xff" + raw + b"\xfe")
+        if at < 0:
+            return None
+        if self.versions:
+            versions = self.versions.get(event_id)
+            if versions is not None:
+                return versions
+        at = keys.count(b"\xff", 0, at) * DIGEST_SIZE
+        return self.digests[index][at : at + DIGEST_SIZE]
+
+    def get(self, event_id: str, raw: bytes, hashed: int) -> bytes | list[bytes] | None:
+        """``find``, when the tag is there."""
+        index = self.bucket(hashed)
+        if self.tags[index].find(_TAG.pack(hashed >> 48)) < 0:
+            return None
+        return self.find(event_id, raw, index)
+
+    def add(self, event_id: str, raw: bytes, hashed: int, digest: bytes) -> None:
+        """Remember an id not held yet, with its first content's digest."""
+        if len(digest) != DIGEST_SIZE:
+            self.versions[event_id] = [digest]
+            digest = _NO_DIGEST
+        index = self.bucket(hashed)
+        self.tags[index] += _TAG.pack(hashed >> 48)
+        self.keys[index] += b"\xff" + raw + b"\xfe"
+        self.digests[index] += digest
+        self.count += 1
+        if self.count > self.limit:
+            self.split_one()
+
+    def split_one(self) -> None:
+        """Split the bucket at ``split`` in ``_FANOUT`` by the next bits of the hash (linear hashing)."""
+        index, width = self.split, self.mask + 1
+        keys, tags, digests = self.keys[index], self.tags[index], self.digests[index]
+        raws = keys[1:-1].split(b"\xfe\xff") if keys else []
+        targets = list(map(and_, map(hash, raws), repeat(self.wide)))
+        order = sorted(range(len(raws)), key=targets.__getitem__)  # by the bucket each goes to
+        targets.sort()
+        raws = [raws[at] for at in order]
+        tag_list = [tags[2 * at : 2 * at + 2] for at in order]
+        digest_list = [digests[at * DIGEST_SIZE : (at + 1) * DIGEST_SIZE] for at in order]
+        end = 0
+        for target in range(index, self.wide + 1, width):
+            start, end = end, bisect_right(targets, target, end)
+            self.tags[target] = b"".join(tag_list[start:end])
+            self.keys[target] = _joined(raws[start:end])
+            self.digests[target] = b"".join(digest_list[start:end])
+        self.split += 1
+        if self.split == width:  # a round done: the next is _FANOUT times as wide
+            self.mask, self.wide, self.split = self.wide, (self.wide + 1) * _FANOUT - 1, 0
+            for buckets in (self.tags, self.keys, self.digests):
+                buckets.extend([b""] * (self.wide + 1 - len(buckets)))
+        self.limit = BUCKET_IDS * (self.mask + 1 + (_FANOUT - 1) * self.split)
+
+
+def _joined(raws: list[bytes]) -> bytes:
+    """A bucket's ``keys`` from its ids' UTF-8 (``_Generation``)."""
+    return b"\xff" + b"\xfe\xff".join(raws) + b"\xfe" if raws else b""
 
 
 class RecentIds:
     """Event ids seen within ``horizon`` seconds of event time, each with a digest of its content, to
     tell a redelivery (same id, same content: skipped) from a conflict (same id, other content: an
     integrity signal; someone who learns a harmless event's id must not hide another event behind
-    it). Bounded: ids older than the horizon behind the newest event are pruned as the log advances,
-    and at most ``MAX_VERSIONS`` contents are kept per id."""
+    it). Bounded: ids older than the horizon behind the newest event are forgotten as the log
+    advances, and at most ``MAX_VERSIONS`` contents are kept besides the first per id.
+
+    There is one per worker and ~1 id per active key, so the ids are packed (``_Generation``) and
+    have no timestamp each. They go into the current of two generations, in the order they arrive;
+    the current one becomes the previous once event time has moved more than a horizon past its
+    opening, and the previous one is dropped whole once every id in it is older than the horizon
+    (its ids arrived when the newest event time was at most ``_closed``). So an id whose event time
+    is within the horizon of the newest is always remembered, and it is forgotten by the time event
+    time has moved two horizons past the newest when it arrived (past its own time, in order):
+    later than the exact cut per timestamp made before, never earlier. Dropping a generation gives
+    all its memory back at once. While fewer than ``KEEP_ALL_BELOW`` ids are held none is forgotten,
+    as before, and the first generation opens when there are that many (not with the first id:
+    else its first ids would make a previous generation of their own, searched for every event
+    through a horizon)."""
 
     def __init__(self, horizon: float = 86400.0) -> None:
         self.horizon = horizon
-        self._seen: dict[str, tuple[float, bytes] | tuple[float, bytes, list[bytes]]] = {}
+        self._current = _Generation()
+        self._previous = _Generation()
         self._newest = float("-inf")
-        self._next_prune = 4096
-        self._pruned_at = float("-inf")
+        self._opened = float("-inf")  # the newest event time when the current generation began
+        self._closed = float("-inf")  # the newest event time when the previous one ended
+        self._due = float("-inf")  # past this event time, ``_forget`` may drop something
 
     def check(self, event_id: str, ts: float, digest: bytes) -> str:
         """``NEW`` (remembered from now on), ``DUPLICATE`` or ``CONFLICT`` (its content remembered
         too, so that its own redelivery is a duplicate)."""
-        seen = self._seen.get(event_id)
-        if seen is not None:
-            if seen[1] == digest or (len(seen) == 3 and digest in seen[2]):
-                return DUPLICATE
-            others: list[bytes] = seen[2] if len(seen) == 3 else []
-            if len(others) < MAX_VERSIONS:
-                others.append(digest)
-            self._seen[event_id] = (seen[0], seen[1], others)
-            return CONFLICT
-        self._seen[event_id] = (ts, digest)
-        if ts > self._newest:
+        try:
+            raw = event_id.encode()
+        except UnicodeEncodeError:
+            raw = _utf8(event_id)
+        hashed = hash(raw)
+        tag = _TAG.pack(hashed >> 48)
+        current = self._current  # ``get`` and ``add`` inline (see ``_Generation``)
+        index = hashed & current.mask
+        if index < current.split:
+            index = hashed & current.wide
+        if current.tags[index].find(tag) >= 0 and (kept := current.find(event_id, raw, index)) is not None:
+            return _again(current, event_id, kept, digest)
+        if self._previous.count and (kept := self._previous.get(event_id, raw, hashed)) is not None:
+            return _again(self._previous, event_id, kept, digest)
+        last = self._newest
+        if ts > last:
             self._newest = ts
-        # Prune when the set has doubled, or (once it is big enough to matter) when event time moved
-        # a horizon on, so a quiet spell after a burst gives the memory back.
-        moved_on = len(self._seen) >= 1024 and self._newest - self._pruned_at > self.horizon
-        if len(self._seen) >= self._next_prune or moved_on:
-            cutoff = self._newest - self.horizon
-            self._seen = {k: v for k, v in self._seen.items() if v[0] >= cutoff}
-            self._next_prune = max(4096, 2 * len(self._seen))
-            self._pruned_at = self._newest
+            if ts > self._due:
+                self._forget(last)
+        if self._current is not current or len(digest) != DIGEST_SIZE:
+            self._current.add(event_id, raw, hashed, digest)
+            return NEW
+        current.tags[index] += tag
+        current.keys[index] += b"\xff" + raw + b"\xfe"
+        current.digests[index] += digest
+        current.count += 1
+        if current.count > current.limit:
+            current.split_one()
         return NEW
+
+    def _forget(self, last: float) -> None:
+        """Drop what is older than the horizon, a generation at a time; ``last`` is the newest event
+        time before this event's (every id of the current generation arrived by then). Called once
+        event time passes ``_due``, when there may be something to drop."""
+        if self._current.count + self._previous.count < KEEP_ALL_BELOW:
+            return
+        cutoff = self._newest - self.horizon
+        if self._opened == float("-inf"):  # the first generation: it counts from when forgetting starts
+            self._opened = last
+        if self._opened < cutoff:  # the previous generation's ids all arrived before the cutoff
+            # and the current one's too when event time jumped
+            self._previous = self._current if last >= cutoff else _Generation()
+            self._current = _Generation()
+            self._opened, self._closed = self._newest, last
+        elif self._closed < cutoff and self._previous.count:
+            self._previous = _Generation()
+        self._due = min(self._opened, self._closed if self._previous.count else self._opened) + self.horizon
 
     def first_digest(self, event_id: str) -> bytes | None:
         """The digest of the first content seen under ``event_id``."""
-        seen = self._seen.get(event_id)
-        return None if seen is None else seen[1]
+        raw = _utf8(event_id)
+        kept = self._current.get(event_id, raw, hash(raw))
+        if kept is None and self._previous.count:
+            kept = self._previous.get(event_id, raw, hash(raw))
+        return kept[0] if isinstance(kept, list) else kept
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return self._current.count + self._previous.count
+
+
+def _again(generation: _Generation, event_id: str, kept: bytes | list[bytes], digest: bytes) -> str:
+    """``RecentIds.check`` of an id ``generation`` holds: ``kept`` is its digest, or its list of
+    contents once it had more than one."""
+    if isinstance(kept, list):
+        if digest in kept:
+            return DUPLICATE
+        if len(kept) <= MAX_VERSIONS:
+            kept.append(digest)
+        return CONFLICT
+    if kept == digest:
+        return DUPLICATE
+    generation.versions[event_id] = [kept, digest]
+    return CONFLICT
