@@ -84,10 +84,11 @@ def test_a_redelivered_conflicting_version_is_a_duplicate_until_max_versions() -
 
 
 def test_an_id_inside_the_horizon_is_never_forgotten_and_one_two_horizons_behind_is() -> None:
-    """Event time advances in steps and jumps (some within a horizon, some past two), some events arrive late (up
-    to three horizons): after new ids, each id whose time is within the horizon of the newest is
-    known, with its digest; and one that arrived when the newest time was more than two horizons
-    before now is not, unless fewer than ``KEEP_ALL_BELOW`` ids were held since (all are kept then)."""
+    """Event time advances in steps and jumps (some within a horizon, some past two), some events
+    arrive late (up to three horizons): after new ids, each id whose time is within the horizon of
+    the newest is known, with its digest; and one that arrived when the newest time was more than
+    two horizons before now is not, unless fewer than ``KEEP_ALL_BELOW`` ids were held since (all
+    are kept then)."""
     rng = random.Random(11)
     horizon = 50.0
     recent = RecentIds(horizon)
@@ -121,7 +122,7 @@ def test_ids_in_the_previous_generation_still_conflict_and_are_forgotten_with_it
     recent = RecentIds(horizon=10.0)
     for number in range(2000):
         recent.check(f"a-{number}", number / 1000, digest(f"a-{number}"))
-    for number in range(701):  # a horizon on: the a- ids from 1.024 on are now the previous generation
+    for number in range(701):  # a horizon on: the a- ids are now the previous generation
         recent.check(f"b-{number}", 10.5 + number / 1000, digest(f"b-{number}"))
     assert all(recent.first_digest(f"a-{number}") == digest(f"a-{number}") for number in range(1200, 2000))
     assert recent.check("a-1500", 1.5, digest("a-1500")) == DUPLICATE
@@ -137,9 +138,9 @@ def test_ids_in_the_previous_generation_still_conflict_and_are_forgotten_with_it
 
 def test_an_id_is_forgotten_two_horizons_after_it_arrived_when_event_time_jumped_at_a_rotation() -> None:
     recent = RecentIds(horizon=10.0)
-    for number in range(2000):  # the 1024th id opens the second generation, at 1.024
+    for number in range(2000):  # the generation opens at 1.023, when it holds KEEP_ALL_BELOW ids
         recent.check(f"a-{number}", number / 1000, digest(f"a-{number}"))
-    for number in range(902):  # to 11.02: the second generation holds a horizon of ids
+    for number in range(902):  # to 11.01: it holds a horizon of ids
         recent.check(f"c-{number}", 2.0 + number / 100, digest(f"c-{number}"))
     recent.check("jump", 20.0, digest("jump"))  # it becomes the previous generation here, 9 s late
     assert recent.first_digest("a-1024") == digest("a-1024")
@@ -182,5 +183,5 @@ def test_the_memory_of_expired_ids_comes_back() -> None:
     finally:
         tracemalloc.stop()
     assert len(recent) == 1
-    assert loaded < 20_000 * 40  # ~29 bytes an id (a dict of timestamped digests took ~190)
+    assert loaded < 20_000 * 40  # ~32 bytes an id (a dict of timestamped digests took ~190)
     assert after < 4096
